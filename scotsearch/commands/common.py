@@ -1,0 +1,167 @@
+"""Flags shared by several commands, and turning them into objects."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+
+from scotsearch.config import SIM_NAMES
+from scotsearch.config import VARIANTS
+from scotsearch.config import MatchConfig
+from scotsearch.config import Profile
+from scotsearch.config import get_profile
+from scotsearch.data.pairs import Dataset
+from scotsearch.errors import ConfigError
+
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("demo", "spair", "pfpascal", "pfwillow")
+
+
+def add_data_args(p: argparse.ArgumentParser, *, split: str) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default="demo", choices=DATASETS,
+                   help="benchmark (default: demo, the embedded one, written on first use)")
+    g.add_argument("--datapath", type=Path, default=None,
+                   help="dataset root (e.g. .../SPair-71k, .../PF-PASCAL); demo: where to write it")
+    g.add_argument("--split", default=split, help=f"split to use (default: {split})")
+    g.add_argument("--thres", default="auto", choices=("auto", "bbox", "img", "kps"),
+                   help="PCK threshold basis (auto: the dataset's convention)")
+    g.add_argument("--alpha", default="0.1",
+                   help="PCK alpha, or a comma-separated list (default: 0.1)")
+    g.add_argument("--max-pairs", type=int, default=None, help="use only the first N pairs")
+
+
+def add_backbone_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("features")
+    g.add_argument("--backbone", default="resnet101", choices=("resnet50", "resnet101"))
+    g.add_argument("--weights", default=None,
+                   help="IMAGENET1K_V1 (default, from the torch hub cache or a download), "
+                        "'random' (seeded random init) or a checkpoint FILE")
+    g.add_argument("--seed", type=int, default=0, help="seed for random weights and the demo data")
+    g.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    g.add_argument("--compat", default=None, choices=("scot", "hpf", "paper"),
+                   help="reproduce one reference's quirks exactly (see README, 'Compatibility')")
+    g.add_argument("--cache-dir", type=Path, default=Path("cache"),
+                   help="feature cache folder (default: cache/)")
+    g.add_argument("--no-cache", action="store_true",
+                   help="keep features in memory only, write nothing to the cache")
+
+
+def add_match_args(p: argparse.ArgumentParser, *, variant: str) -> None:
+    g = p.add_argument_group("matching")
+    g.add_argument("--variant", default=None, choices=sorted(VARIANTS),
+                   help=f"the paper's ablation variants (default: {variant})")
+    g.add_argument("--sim", default=None, choices=sorted(SIM_NAMES),
+                   help="SCOT's --sim names (cos, cosGeo, OT, OTGeo); overrides --variant")
+    g.add_argument("--cam", default=None, choices=("none", "raw", "stair"),
+                   help="transport marginals: uniform, raw CAM or staircase")
+    g.add_argument("--eps", type=float, default=0.05, help="entropic regularisation (0.05)")
+    g.add_argument("--n-iter", type=int, default=None,
+                   help="Sinkhorn iterations (default 1 as SCOT's code; 50 with --compat paper)")
+    g.add_argument("--exp1", type=float, default=None,
+                   help="cosine exponent for cos matching (default 1; 3 with --compat hpf)")
+    g.add_argument("--exp2", type=float, default=None,
+                   help="plan exponent (default: 0.5 PF-PASCAL/PF-WILLOW, 1.0 otherwise)")
+    g.add_argument("--beta", default=None, help="stair heights, e.g. 0,0.4,0.5,0.6")
+    g.add_argument("--gamma", default=None, help="stair widths, e.g. 0.5,0.3,0.1,0.1")
+    g.add_argument("--ncells", type=int, default=8192, help="Hough cells (8192)")
+    p.set_defaults(_default_variant=variant)
+
+
+def parse_floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(t) for t in str(text).replace(" ", "").split(",") if t != "")
+    except ValueError:
+        raise ConfigError(f"cannot read {what} from {text!r}; write numbers separated by commas") from None
+    if not vals:
+        raise ConfigError(f"no value given for {what}")
+    return vals
+
+
+def alphas_from_args(args: argparse.Namespace) -> tuple[float, ...]:
+    alphas = parse_floats(args.alpha, "--alpha")
+    for a in alphas:
+        if not a > 0:
+            raise ConfigError(f"--alpha must be positive, got {a:g}")
+    return alphas
+
+
+def profile_from_args(args: argparse.Namespace) -> Profile:
+    return get_profile(args.compat)
+
+
+def match_from_args(args: argparse.Namespace, dataset: Dataset) -> MatchConfig:
+    """Resolve matching flags against the dataset's and profile's defaults."""
+    variant = args.variant or args._default_variant
+    similarity, rhm, cam = VARIANTS[variant]
+    if args.sim is not None:
+        similarity, rhm = SIM_NAMES[args.sim]
+    if args.cam is not None:
+        cam = args.cam
+    if similarity == "cos" and cam != "none":
+        raise ConfigError("CAM marginals need OT matching; use --cam none with cosine matching")
+    n_iter = args.n_iter if args.n_iter is not None else (50 if args.compat == "paper" else 1)
+    exp1 = args.exp1 if args.exp1 is not None else (3.0 if args.compat == "hpf" else 1.0)
+    exp2 = args.exp2 if args.exp2 is not None else dataset.default_exp2
+    kw = {}
+    if args.beta is not None:
+        kw["beta"] = parse_floats(args.beta, "--beta")
+    if args.gamma is not None:
+        kw["gamma"] = parse_floats(args.gamma, "--gamma")
+    return MatchConfig(
+        similarity=similarity, rhm=rhm, cam=cam, eps=args.eps, n_iter=n_iter, exp1=exp1,
+        exp2=exp2, ncells=args.ncells, **kw,
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+    return dev
+
+
+def open_dataset(args: argparse.Namespace) -> Dataset:
+    """Load the split named by the flags (writing the demo data on first use)."""
+    from scotsearch.data import load_dataset
+
+    root = args.datapath
+    if args.dataset == "demo" and root is None:
+        root = Path(args.cache_dir) / "demo-data"
+    if args.dataset != "demo" and root is None:
+        raise ConfigError(f"--dataset {args.dataset} needs --datapath pointing at its root folder")
+    ds = load_dataset(args.dataset, root, args.split)
+    if args.max_pairs is not None:
+        if args.max_pairs < 1:
+            raise ConfigError(f"--max-pairs must be >= 1, got {args.max_pairs}")
+        ds = Dataset(
+            name=ds.name, split=ds.split, root=ds.root, pairs=ds.pairs[: args.max_pairs],
+            default_thres=ds.default_thres, default_exp2=ds.default_exp2,
+        )
+    return ds
+
+
+def feature_source(args: argparse.Namespace, device: torch.device):  # -> FeatureSource
+    """Features for the flags: the on-disk cache (default) or memory only (--no-cache)."""
+    from scotsearch.cache import open_source
+
+    return open_source(
+        backbone=args.backbone,
+        weights=args.weights,
+        seed=args.seed,
+        profile=profile_from_args(args),
+        cache_dir=None if args.no_cache else Path(args.cache_dir),
+        device=device,
+        # The demo must run offline from the README's first command (issue #2).
+        allow_random_fallback=args.dataset == "demo",
+    )

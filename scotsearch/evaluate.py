@@ -1,0 +1,248 @@
+"""The evaluator: score many layer subsets on the same pairs in one call.
+
+Work is pair-major: a pair's features are loaded and each needed layer's similarity term is
+formed once, then every candidate subset is scored from sums of those terms; only the
+transport, Hough and transfer steps run per subset, batched over candidates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from scotsearch.config import MatchConfig
+from scotsearch.config import Profile
+from scotsearch.data.pairs import Dataset
+from scotsearch.data.pairs import Pair
+from scotsearch.data.pairs import check_keypoints_inside
+from scotsearch.data.pairs import threshold_base
+from scotsearch.errors import ConfigError
+from scotsearch.features import FeatureSource
+from scotsearch.features import ImageFeatures
+from scotsearch.geometry import Grid
+from scotsearch.geometry import make_grid
+from scotsearch.layers import layer_specs
+from scotsearch.matching import layer_terms
+from scotsearch.matching import marginal
+from scotsearch.matching import match_scores
+from scotsearch.matching import members_matrix
+from scotsearch.matching import subset_cosine
+from scotsearch.metrics import correct_keypoints
+from scotsearch.rhm import hough_space
+from scotsearch.transfer import transfer_keypoints
+
+
+#: Elements (n * m * candidates) per candidate chunk: bounds the transient memory of the
+#: per-candidate chain to a few hundred MB per tensor.
+CHUNK_ELEMENTS = 1 << 26
+
+
+@dataclass
+class Scores:
+    """Per-pair results of scoring candidate subsets.
+
+    Attributes:
+        subsets: the scored layer subsets (sorted tuples), in call order.
+        alphas: PCK alphas.
+        pair_index: indices into the dataset's pairs.
+        n_correct: ``[S x A x P]`` correct keypoints per subset, alpha and pair.
+        n_kps: ``[P]`` keypoints per pair.
+    """
+
+    subsets: list[tuple[int, ...]]
+    alphas: tuple[float, ...]
+    pair_index: list[int]
+    n_correct: np.ndarray
+    n_kps: np.ndarray
+
+    @property
+    def pck(self) -> np.ndarray:
+        """``[S x A x P]`` per-pair PCK in [0, 1]."""
+        return self.n_correct / self.n_kps
+
+    def mean(self) -> np.ndarray:
+        """``[S x A]`` PCK x 100, mean over pairs (the references' headline number)."""
+        return self.pck.mean(-1) * 100.0
+
+    def pooled(self) -> np.ndarray:
+        """``[S x A]`` PCK x 100 pooled over keypoints."""
+        return self.n_correct.sum(-1) / self.n_kps.sum() * 100.0
+
+
+@dataclass
+class _PreparedPair:
+    src: ImageFeatures
+    trg: ImageFeatures
+    src_kps: torch.Tensor  # [K x 2] resized source pixels
+    trg_kps: torch.Tensor  # [K x 2] resized target pixels
+    thr: float  # threshold base in resized target pixels
+
+
+class Evaluator:
+    """Scores layer subsets by PCK on a dataset split, reading features from a source.
+
+    Args:
+        dataset: the split to score.
+        source: where per-image features come from (extractor or cache).
+        match: default matching settings (``score`` can override per call).
+        profile: reference-compatibility profile (pruning, staircase quirk).
+        alphas: PCK alphas.
+        thres: threshold basis, or ``auto`` for the dataset's convention.
+        device: where the maths runs.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        source: FeatureSource,
+        *,
+        match: MatchConfig,
+        profile: Profile,
+        alphas: Sequence[float] = (0.1,),
+        thres: str = "auto",
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if not alphas:
+            raise ConfigError("at least one PCK alpha is needed")
+        for a in alphas:
+            if not (a > 0 and math.isfinite(a)):
+                raise ConfigError(f"PCK alpha must be a positive number, got {a}")
+        self.dataset = dataset
+        self.source = source
+        self.match = match
+        self.profile = profile
+        self.alphas = tuple(float(a) for a in alphas)
+        self.thres = dataset.default_thres if thres == "auto" else thres
+        self.device = torch.device(device)
+        self.specs = layer_specs(source.backbone)
+
+    @property
+    def pairs(self) -> tuple[Pair, ...]:
+        return self.dataset.pairs
+
+    def _prepare(self, pair: Pair, layer_ids: tuple[int, ...], need_cam: bool) -> _PreparedPair:
+        src = self.source.get(pair.src_path, layer_ids, need_cam=need_cam)
+        trg = self.source.get(pair.trg_path, layer_ids, need_cam=need_cam)
+        src_wh = (src.orig_size[1], src.orig_size[0])
+        trg_wh = (trg.orig_size[1], trg.orig_size[0])
+        check_keypoints_inside(pair, src_wh, trg_wh)
+        thr = threshold_base(pair, self.thres, trg_wh) * trg.ratio
+        dt = torch.float32
+        return _PreparedPair(
+            src=src,
+            trg=trg,
+            src_kps=torch.as_tensor(pair.src_kps * src.ratio, dtype=dt, device=self.device),
+            trg_kps=torch.as_tensor(pair.trg_kps * trg.ratio, dtype=dt, device=self.device),
+            thr=float(thr),
+        )
+
+    def _grid(self, feats: ImageFeatures, base: int) -> Grid:
+        spec = self.specs[base]
+        h, w = feats.layers[base].shape[-2:]
+        return make_grid(
+            int(h), int(w), stride=spec.stride, rf=spec.rf, image_size=feats.image_size,
+            prune_margin=self.profile.prune_margin, device=self.device,
+        )
+
+    def score(
+        self,
+        subsets: Sequence[Sequence[int]],
+        *,
+        pair_index: Sequence[int] | None = None,
+        match: MatchConfig | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Scores:
+        """Score every subset on the chosen pairs.
+
+        Args:
+            subsets: layer subsets (any order; ids are sorted).
+            pair_index: indices of the pairs to use (default: all, in dataset order).
+            match: matching settings for this call (default: the evaluator's).
+            progress: called with 1 after each pair.
+
+        Returns:
+            Per-pair correct-keypoint counts for every subset and alpha.
+        """
+        match = match or self.match
+        subs = [tuple(sorted(set(int(i) for i in s))) for s in subsets]
+        if not subs:
+            raise ConfigError("no layer subset to score")
+        for s in subs:
+            if not s or s[0] < 0 or s[-1] >= len(self.specs):
+                raise ConfigError(f"layer subset {s} is not valid for {self.source.backbone}")
+        idx = list(range(len(self.pairs))) if pair_index is None else [int(i) for i in pair_index]
+        needed = tuple(sorted({l for s in subs for l in s}))
+        by_base: dict[int, list[int]] = {}
+        for k, s in enumerate(subs):
+            by_base.setdefault(s[0], []).append(k)
+        need_cam = match.similarity == "ot" and match.cam != "none"
+
+        n_correct = np.zeros((len(subs), len(self.alphas), len(idx)), dtype=np.int64)
+        n_kps = np.zeros(len(idx), dtype=np.int64)
+        with torch.no_grad():
+            for p_pos, p in enumerate(idx):
+                prep = self._prepare(self.pairs[p], needed, need_cam)
+                n_kps[p_pos] = prep.src_kps.shape[0]
+                for base, members in by_base.items():
+                    group = [subs[k] for k in members]
+                    correct = self._score_group(prep, base, group, match)  # [S_g x A x K]
+                    n_correct[members, :, p_pos] = correct.sum(-1).cpu().numpy()
+                if progress is not None:
+                    progress(1)
+        return Scores(subsets=subs, alphas=self.alphas, pair_index=idx, n_correct=n_correct, n_kps=n_kps)
+
+    def _score_group(
+        self, prep: _PreparedPair, base: int, group: list[tuple[int, ...]], match: MatchConfig
+    ) -> torch.Tensor:
+        src_grid = self._grid(prep.src, base)
+        trg_grid = self._grid(prep.trg, base)
+        layer_order = sorted({l for s in group for l in s})
+        dots, sq_s, sq_t = [], [], []
+        for l in layer_order:
+            d, a, b = layer_terms(
+                prep.src.layers[l].to(self.device),
+                prep.trg.layers[l].to(self.device),
+                (src_grid.h, src_grid.w),
+                (trg_grid.h, trg_grid.w),
+            )
+            dots.append(d)
+            sq_s.append(a)
+            sq_t.append(b)
+        dots_t = torch.stack(dots)
+        sq_src = torch.stack(sq_s)
+        sq_trg = torch.stack(sq_t)
+        del dots, sq_s, sq_t
+        members = members_matrix(group, layer_order, self.device)
+
+        mu = marginal(src_grid, prep.src.cam, match, self.profile)
+        nu = marginal(trg_grid, prep.trg.cam, match, self.profile)
+        space = None
+        if match.rhm:
+            space = hough_space(
+                src_grid.centres, trg_grid.centres, prep.src.image_size, prep.trg.image_size,
+                ncells=match.ncells,
+            )
+        n, m = src_grid.n, trg_grid.n
+        chunk = max(1, CHUNK_ELEMENTS // (n * m))
+        out = []
+        for start in range(0, len(group), chunk):
+            cos = subset_cosine(dots_t, sq_src, sq_trg, members[start : start + chunk])
+            conf = match_scores(
+                cos, mu, nu, space, match, src_valid=src_grid.valid, trg_valid=trg_grid.valid
+            )
+            del cos
+            pred = transfer_keypoints(
+                conf, prep.src_kps, src_grid.boxes, src_grid.centres, trg_grid.centres,
+                src_valid=src_grid.valid, trg_valid=trg_grid.valid,
+            )  # [S x K x 2]
+            out.append(
+                torch.stack(
+                    [correct_keypoints(pred, prep.trg_kps, prep.thr, a) for a in self.alphas], dim=1
+                )
+            )
+        return torch.cat(out)

@@ -1,0 +1,93 @@
+"""Regularised Hough matching (HPF), shared by HPF and SCOT (reference-behaviour.md §5)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+#: Gaussian smoothing of the Hough space: 7x7 kernel, sigma = 7 / 2 / 2.354 bins
+#: (FWHM 3.5 bins), normalised to sum 1, zero padding 3.
+KERNEL_SIZE = 7
+SIGMA = KERNEL_SIZE / 2 / 2.354
+
+
+@dataclass(frozen=True)
+class HoughSpace:
+    """Where each (source, target) hyperpixel pair votes.
+
+    Attributes:
+        bins: ``[n x m]`` int64 flat bin index ``bx + by * nx``.
+        shape: ``(ny, nx)`` bins.
+        cell: bin side in pixels.
+    """
+
+    bins: torch.Tensor
+    shape: tuple[int, int]
+    cell: float
+
+
+def gaussian_kernel(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The 7x7 smoothing kernel, sum 1."""
+    r = torch.arange(KERNEL_SIZE, device=device, dtype=dtype) - KERNEL_SIZE // 2
+    g = torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * SIGMA**2))
+    return g / g.sum()
+
+
+def hough_space(
+    src_centres: torch.Tensor,
+    trg_centres: torch.Tensor,
+    src_size: tuple[int, int],
+    trg_size: tuple[int, int],
+    *,
+    ncells: int = 8192,
+) -> HoughSpace:
+    """Bin of every hyperpixel pair's translation vote.
+
+    Args:
+        src_centres: ``[n x 2]`` ``(x, y)`` receptive-field centres of the source.
+        trg_centres: ``[m x 2]`` centres of the target.
+        src_size, trg_size: ``(H, W)`` of the resized images.
+        ncells: number of Hough cells the offset space is divided into.
+
+    The offset space spans ``(W_s + W_t) x (H_s + H_t)`` pixels cut into square cells of
+    side ``sqrt(area / ncells)``; pair (i, j) votes at ``(W_s - x_i + x_j, H_s - y_i + y_j)``.
+    """
+    Hs, Ws = src_size
+    Ht, Wt = trg_size
+    hs_w, hs_h = Ws + Wt, Hs + Ht
+    cell = math.sqrt(hs_w * hs_h / ncells)
+    nx, ny = int(hs_w / cell) + 1, int(hs_h / cell) + 1
+    vx = (Ws - src_centres[:, 0]).unsqueeze(1) + trg_centres[:, 0].unsqueeze(0)
+    vy = (Hs - src_centres[:, 1]).unsqueeze(1) + trg_centres[:, 1].unsqueeze(0)
+    # Centres lie inside their images, so the votes fall inside the space; the clamp only
+    # guards against float rounding at the far edge.
+    bx = torch.floor(vx / cell).long().clamp_(0, nx - 1)
+    by = torch.floor(vy / cell).long().clamp_(0, ny - 1)
+    return HoughSpace(bins=bx + by * nx, shape=(ny, nx), cell=cell)
+
+
+def rhm(votes: torch.Tensor, space: HoughSpace) -> torch.Tensor:
+    """Confidence ``C = V * smooth(H)[bin]`` for a batch of vote matrices on one pair.
+
+    Args:
+        votes: ``[S x n x m]`` non-negative votes (S candidates sharing the pair's geometry).
+        space: the pair's Hough bins.
+
+    Returns:
+        ``[S x n x m]`` confidence.
+    """
+    S, n, m = votes.shape
+    ny, nx = space.shape
+    flat_bins = space.bins.reshape(-1)
+    hist = torch.zeros(S, ny * nx, device=votes.device, dtype=votes.dtype)
+    # One weighted bincount per candidate: equal to the reference's n_src x nbins buffer
+    # summed over sources.
+    hist.index_add_(1, flat_bins, votes.reshape(S, n * m))
+    kernel = gaussian_kernel(votes.device, votes.dtype).view(1, 1, KERNEL_SIZE, KERNEL_SIZE)
+    smooth = F.conv2d(hist.view(S, 1, ny, nx), kernel, padding=KERNEL_SIZE // 2).view(S, -1)
+    prior = smooth.index_select(1, flat_bins).view(S, n, m)
+    return votes * prior
