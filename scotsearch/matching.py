@@ -107,6 +107,10 @@ def marginal(
         # than dividing by zero.
         w = grid.valid.float()
         total = w.sum()
+    if not total > 0:
+        # Every hyperpixel pruned (an image smaller than a few receptive fields): nothing
+        # can be matched, so no keypoint of the pair will be transferred.
+        return w
     return w / total
 
 

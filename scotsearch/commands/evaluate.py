@@ -1,0 +1,139 @@
+"""``scotsearch evaluate``: PCK of one layer subset and matching setting on a split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm import tqdm
+
+from scotsearch._version import __version__
+from scotsearch.commands import common
+from scotsearch.config import RunConfig
+from scotsearch.errors import ConfigError
+from scotsearch.evaluate import Evaluator
+from scotsearch.layers import layers_key
+from scotsearch.layers import parse_layers
+from scotsearch.report import format_summary
+from scotsearch.report import summarize
+
+
+HELP = "PCK of a layer subset and matching setting on a dataset split"
+log = logging.getLogger(__name__)
+
+#: Layer sets published by SCOT (reference-behaviour.md §10.1), used when --layers is absent.
+#: The demo uses the SPair-71k sets.
+PUBLISHED_LAYERS = {
+    ("spair", "resnet50"): "0,11,12,13",
+    ("spair", "resnet101"): "0,19,27,28,29,30",
+    ("pfpascal", "resnet101"): "2,22,24,25,27,28,29",
+    ("pfwillow", "resnet101"): "2,22,24,25,27,28,29",
+    ("pfpascal", "resnet50"): "2,7,11,12,13",  # HPF's PF-PASCAL set (SCOT publishes none)
+    ("pfwillow", "resnet50"): "2,7,11,12,13",
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--layers", "--hyperpixel", dest="layers", default=None,
+                   help="layer ids, e.g. 0,19,27 or '(2,22,24)' (default: SCOT's published set)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="a CSV written by 'scotsearch export': evaluate its first row (or --row)")
+    p.add_argument("--row", type=int, default=0, help="row of --config to use (0-based)")
+    p.add_argument("--output", type=Path, default=None,
+                   help="write the results (with per-pair PCK) as JSON to this file")
+    common.add_data_args(p, split="test")
+    common.add_backbone_args(p)
+    common.add_match_args(p, variant="ot-rhm-stair")
+
+
+def _apply_config(args: argparse.Namespace) -> RunConfig:
+    path = args.config
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    if not 0 <= args.row < len(table):
+        raise ConfigError(f"config file {path} has {len(table)} row(s); --row {args.row} is out of range")
+    cfg = RunConfig.from_row(table.iloc[args.row].to_dict())
+    args.dataset, args.backbone, args.compat = cfg.dataset, cfg.backbone, cfg.compat
+    if args.weights is None:
+        args.weights = cfg.weights
+    args.layers = layers_key(cfg.layers)
+    args.alpha = str(cfg.alpha) if args.alpha == "0.1" else args.alpha
+    args.thres = cfg.thres if args.thres == "auto" else args.thres
+    return cfg
+
+
+def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(payload, fh, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = _apply_config(args) if args.config is not None else None
+    alphas = common.alphas_from_args(args)
+    device = common.resolve_device(args.device)
+    profile = common.profile_from_args(args)
+    dataset = common.open_dataset(args)
+    match = cfg.match if cfg is not None else common.match_from_args(args, dataset)
+    if args.layers is None:
+        key = (dataset.name if dataset.name != "demo" else "spair", args.backbone)
+        args.layers = PUBLISHED_LAYERS[key]
+    layers = parse_layers(args.layers, args.backbone)
+    source = common.feature_source(args, device)
+    desc = source.describe()
+    if cfg is not None and cfg.weights_digest and cfg.weights_digest != desc.get("weights_digest"):
+        log.warning("the config was scored with weights %s…; these are %s…",
+                    cfg.weights_digest[:12], str(desc.get("weights_digest"))[:12])
+    evaluator = Evaluator(dataset, source, match=match, profile=profile, alphas=alphas,
+                          thres=args.thres, device=device)
+    t0 = time.perf_counter()
+    with tqdm(total=len(dataset.pairs), desc="evaluate", unit="pair", leave=False,
+              disable=None) as bar:
+        scores = evaluator.score([layers], progress=bar.update)
+    elapsed = time.perf_counter() - t0
+    summary = summarize(scores, dataset)
+    print(f"{dataset.name}/{dataset.split}  {args.backbone}  layers {layers_key(layers)}  "
+          f"{match.variant}  thres {evaluator.thres}  ({elapsed:.1f} s)")
+    print(format_summary(summary))
+    if args.output is not None:
+        pairs = [dataset.pairs[i] for i in scores.pair_index]
+        payload = {
+            "scotsearch_version": __version__,
+            "produced_by": {**desc, "device": str(device)},
+            "dataset": {"name": dataset.name, "split": dataset.split, "root": str(dataset.root)},
+            "layers": list(layers),
+            "match": match.to_dict(),
+            "compat": profile.name,
+            "thres": evaluator.thres,
+            "summary": summary,
+            "seconds": elapsed,
+            "pairs": [
+                {
+                    "pair_id": p.pair_id,
+                    "category": p.category,
+                    "n_kps": int(scores.n_kps[k]),
+                    "pck": scores.pck[0, :, k].tolist(),
+                }
+                for k, p in enumerate(pairs)
+            ],
+        }
+        _write_json_atomic(args.output, payload)
+        print(f"wrote {args.output}")
+    return 0

@@ -1,0 +1,68 @@
+"""Summaries of per-pair PCK: overall, per category, per SPair-71k variation factor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from scotsearch.data.pairs import VARIATION_FACTORS
+from scotsearch.data.pairs import Dataset
+from scotsearch.evaluate import Scores
+
+
+def summarize(scores: Scores, dataset: Dataset, subset: int = 0) -> dict[str, Any]:
+    """PCK x 100 for one scored subset, per alpha.
+
+    Returns a dict with ``alphas``, ``pck`` (mean over pairs), ``pck_pooled`` (over
+    keypoints), ``per_category`` {category: [per alpha]}, ``per_factor``
+    {factor: {level: [per alpha]}} (pairs that carry variation flags only) and
+    ``n_pairs``.
+    """
+    pck = scores.pck[subset]  # [A x P]
+    correct = scores.n_correct[subset]
+    pairs = [dataset.pairs[i] for i in scores.pair_index]
+    cats = np.array([p.category for p in pairs])
+    out: dict[str, Any] = {
+        "alphas": list(scores.alphas),
+        "n_pairs": len(pairs),
+        "pck": (pck.mean(-1) * 100).tolist(),
+        "pck_pooled": (correct.sum(-1) / scores.n_kps.sum() * 100).tolist(),
+        "per_category": {
+            c: (pck[:, cats == c].mean(-1) * 100).tolist() for c in sorted(set(cats.tolist()))
+        },
+    }
+    factors: dict[str, dict[str, list[float]]] = {}
+    for factor, levels in VARIATION_FACTORS.items():
+        vals = np.array([p.variation.get(factor, -1) for p in pairs])
+        if (vals < 0).all():
+            continue
+        factors[factor] = {
+            levels[v] if 0 <= v < len(levels) else str(v): (pck[:, vals == v].mean(-1) * 100).tolist()
+            for v in sorted(set(vals.tolist()))
+            if v >= 0
+        }
+    if factors:
+        out["per_factor"] = factors
+    return out
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A plain-text table for the terminal."""
+    alphas = summary["alphas"]
+    head = "".join(f"{'PCK@' + format(a, 'g'):>11}" for a in alphas)
+    lines = [f"{'':<24}{head}", "-" * (24 + 11 * len(alphas))]
+
+    def row(name: str, vals: list[float]) -> str:
+        return f"{name:<24}" + "".join(f"{v:>11.2f}" for v in vals)
+
+    lines.append(row(f"all ({summary['n_pairs']} pairs)", summary["pck"]))
+    lines.append(row("all, pooled keypoints", summary["pck_pooled"]))
+    lines.append("")
+    for cat, vals in summary["per_category"].items():
+        lines.append(row(cat, vals))
+    for factor, levels in summary.get("per_factor", {}).items():
+        lines.append("")
+        for level, vals in levels.items():
+            lines.append(row(f"{factor.replace('_variation', '')}: {level}", vals))
+    return "\n".join(lines)

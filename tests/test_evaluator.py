@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import devices
+from scotsearch.config import MatchConfig
+from scotsearch.config import VARIANTS
+from scotsearch.config import get_profile
+from scotsearch.errors import ConfigError
+from scotsearch.evaluate import Evaluator
+from scotsearch.testing import SyntheticSource
+from scotsearch.testing import synthetic_dataset
+
+
+def _evaluator(variant: str = "ot-rhm", device: str = "cpu", **kw) -> Evaluator:
+    ds = synthetic_dataset(6, seed=1)
+    return Evaluator(
+        ds, SyntheticSource(informative=(0, 2, 5)), match=MatchConfig.from_variant(variant, **kw),
+        profile=get_profile("scot"), alphas=(0.05, 0.1, 0.2), device=device,
+    )
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_many_subsets_in_one_call_equal_one_at_a_time(variant: str) -> None:
+    ev = _evaluator(variant)
+    subsets = [(0,), (0, 2), (1, 2, 3), (0, 2, 5), (4, 9), (2,), (0, 7, 12)]
+    together = ev.score(subsets)
+    for k, s in enumerate(subsets):
+        alone = ev.score([s])
+        np.testing.assert_array_equal(together.n_correct[k], alone.n_correct[0])
+
+
+def test_informative_layers_beat_noise_layers() -> None:
+    ev = _evaluator("ot-rhm")
+    res = ev.score([(0, 2, 5), (0, 1, 3), (1, 3)]).mean()[:, 1]
+    assert res[0] > res[1] and res[0] > res[2]
+    assert res[0] >= 90.0
+
+
+def test_pair_subsets_and_per_pair_consistency() -> None:
+    ev = _evaluator("cos-rhm", exp1=3.0)
+    full = ev.score([(0, 2)])
+    part = ev.score([(0, 2)], pair_index=[4, 1])
+    np.testing.assert_array_equal(part.n_correct[0], full.n_correct[0][:, [4, 1]])
+    assert full.pck.shape == (1, 3, 6)
+    assert (full.mean() >= 0).all() and (full.mean() <= 100).all()
+    # larger alpha can only admit more keypoints
+    assert (np.diff(full.n_correct[0], axis=0) >= 0).all()
+
+
+@pytest.mark.gpu
+def test_cpu_and_gpu_agree() -> None:
+    subsets = [(0,), (0, 2), (0, 2, 5), (3, 8)]
+    for variant in ("ot-rhm-stair", "cos-rhm"):
+        a = _evaluator(variant, "cpu").score(subsets).n_correct
+        b = _evaluator(variant, "cuda").score(subsets).n_correct
+        # identical maths in float32; allow one keypoint of disagreement per subset from
+        # reduction-order differences on near-ties
+        assert np.abs(a - b).sum(axis=(1, 2)).max() <= 1
+
+
+def test_bad_arguments() -> None:
+    ds = synthetic_dataset(2)
+    with pytest.raises(ConfigError):
+        Evaluator(ds, SyntheticSource(), match=MatchConfig(), profile=get_profile(None), alphas=(0.0,))
+    ev = _evaluator()
+    with pytest.raises(ConfigError):
+        ev.score([(0, 99)])
+    with pytest.raises(ConfigError):
+        MatchConfig(eps=0)
+    with pytest.raises(ConfigError):
+        MatchConfig(beta=(0.5, 0.4, 0.6, 0.7))
