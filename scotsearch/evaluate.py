@@ -202,21 +202,18 @@ class Evaluator:
         src_grid = self._grid(prep.src, base)
         trg_grid = self._grid(prep.trg, base)
         layer_order = sorted({l for s in group for l in s})
-        dots, sq_s, sq_t = [], [], []
-        for l in layer_order:
-            d, a, b = layer_terms(
+        n, m = src_grid.n, trg_grid.n
+        dots_t = torch.empty(len(layer_order), n, m, device=self.device)
+        sq_src = torch.empty(len(layer_order), n, device=self.device)
+        sq_trg = torch.empty(len(layer_order), m, device=self.device)
+        for k, l in enumerate(layer_order):
+            _, sq_src[k], sq_trg[k] = layer_terms(
                 prep.src.layers[l].to(self.device),
                 prep.trg.layers[l].to(self.device),
                 (src_grid.h, src_grid.w),
                 (trg_grid.h, trg_grid.w),
+                out=dots_t[k],
             )
-            dots.append(d)
-            sq_s.append(a)
-            sq_t.append(b)
-        dots_t = torch.stack(dots)
-        sq_src = torch.stack(sq_s)
-        sq_trg = torch.stack(sq_t)
-        del dots, sq_s, sq_t
         members = members_matrix(group, layer_order, self.device)
 
         mu = marginal(src_grid, prep.src.cam, match, self.profile)
@@ -227,7 +224,6 @@ class Evaluator:
                 src_grid.centres, trg_grid.centres, prep.src.image_size, prep.trg.image_size,
                 ncells=match.ncells,
             )
-        n, m = src_grid.n, trg_grid.n
         chunk = max(1, CHUNK_ELEMENTS // (n * m))
         out = []
         for start in range(0, len(group), chunk):

@@ -17,27 +17,71 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from scotsearch.cam import sample_on_grid
 from scotsearch.cam import staircase
 from scotsearch.config import MatchConfig
 from scotsearch.config import Profile
 from scotsearch.geometry import Grid
+from scotsearch.ot import LOG_DOMAIN_EPS
 from scotsearch.ot import sinkhorn
+from scotsearch.ot import sinkhorn_kernel_
 from scotsearch.rhm import HoughSpace
 from scotsearch.rhm import rhm
 
 
-def _upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``[N x h x w]`` -> ``[N x H x W]``, bilinear with align_corners=True as the references."""
-    if tuple(x.shape[-2:]) == tuple(size):
+def interp_matrix(n_out: int, n_in: int, *, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``[n_out x n_in]`` 1-D bilinear weights with align_corners=True (as the references).
+
+    Position ``k`` of the output samples input position ``k * (n_in - 1) / (n_out - 1)``.
+    """
+    if n_in == 1:
+        return torch.ones(n_out, 1, device=device)
+    pos = torch.arange(n_out, dtype=torch.float64) * (n_in - 1) / max(n_out - 1, 1)
+    lo = pos.floor().long().clamp(max=n_in - 2)
+    frac = pos - lo
+    U = torch.zeros(n_out, n_in, dtype=torch.float64)
+    rows = torch.arange(n_out)
+    U[rows, lo] = 1 - frac
+    U[rows, lo + 1] += frac
+    return U.to(device=device, dtype=torch.float32)
+
+
+def _up_cols(x: torch.Tensor, hw_in: tuple[int, int], hw_out: tuple[int, int]) -> torch.Tensor:
+    """Bilinearly upsample ``[k x h*w]`` (each row a row-major map) to ``[k x H*W]``.
+
+    Applied separably (rows of the map, then columns): a bilinear upsampling matrix has at
+    most four non-zeros per row, so two small dense products beat one Kronecker product.
+    """
+    if tuple(hw_in) == tuple(hw_out):
         return x
-    return F.interpolate(x.unsqueeze(0), size=size, mode="bilinear", align_corners=True).squeeze(0)
+    (h, w), (H, W) = hw_in, hw_out
+    uy = interp_matrix(H, h, device=x.device)
+    ux = interp_matrix(W, w, device=x.device)
+    k = x.shape[0]
+    y = torch.matmul(uy, x.reshape(k, h, w))  # [k x H x w]
+    return torch.matmul(y, ux.T).reshape(k, H * W)  # [k x H x W]
+
+
+def _up_rows(x: torch.Tensor, hw_in: tuple[int, int], hw_out: tuple[int, int]) -> torch.Tensor:
+    """Bilinearly upsample ``[h*w x k]`` (each column a map) to ``[H*W x k]``."""
+    if tuple(hw_in) == tuple(hw_out):
+        return x
+    (h, w), (H, W) = hw_in, hw_out
+    uy = interp_matrix(H, h, device=x.device)
+    ux = interp_matrix(W, w, device=x.device)
+    k = x.shape[1]
+    y = (uy @ x.reshape(h, w * k)).reshape(H, w, k)  # rows of the map
+    return torch.matmul(ux, y).reshape(H * W, k)  # columns: [H x W x k]
 
 
 def layer_terms(
-    f_src: torch.Tensor, f_trg: torch.Tensor, src_hw: tuple[int, int], trg_hw: tuple[int, int]
+    f_src: torch.Tensor,
+    f_trg: torch.Tensor,
+    src_hw: tuple[int, int],
+    trg_hw: tuple[int, int],
+    *,
+    out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One layer's contribution to the hyperpixel cosine on the base grids.
 
@@ -45,6 +89,7 @@ def layer_terms(
         f_src: ``[C x h_s x w_s]`` source map at the layer's native resolution.
         f_trg: ``[C x h_t x w_t]`` target map.
         src_hw, trg_hw: base grid sizes ``(h, w)``.
+        out: optional ``[n x m]`` float32 buffer for the dot products.
 
     Returns:
         ``dot [n x m]`` (n = h*w of the source grid, m of the target), ``sq_src [n]`` and
@@ -52,15 +97,21 @@ def layer_terms(
     """
     C, hs, ws = f_src.shape
     _, ht, wt = f_trg.shape
-    f_src = f_src.float()
-    f_trg = f_trg.float()
-    native = f_src.reshape(C, hs * ws).T @ f_trg.reshape(C, ht * wt)  # [hs*ws x ht*wt]
-    # Upsample the target side, then the source side, of the native dot products.
-    d = _upsample(native.view(hs * ws, ht, wt), trg_hw).reshape(hs * ws, -1)  # [hs*ws x m]
-    d = _upsample(d.T.reshape(-1, hs, ws), src_hw).reshape(d.shape[1], -1).T  # [n x m]
-    sq_src = _upsample(f_src, src_hw).pow(2).sum(0).reshape(-1)
-    sq_trg = _upsample(f_trg, trg_hw).pow(2).sum(0).reshape(-1)
-    return d.contiguous(), sq_src, sq_trg
+    fs = f_src.float().reshape(C, hs * ws)
+    ft = f_trg.float().reshape(C, ht * wt)
+    sq_src = _up_cols(fs, (hs, ws), src_hw).pow(2).sum(0)
+    sq_trg = _up_cols(ft, (ht, wt), trg_hw).pow(2).sum(0)
+    if (hs, ws) == tuple(src_hw) and (ht, wt) == tuple(trg_hw):
+        d = torch.mm(fs.T, ft, out=out) if out is not None else fs.T @ ft
+        return d, sq_src, sq_trg
+    # U_s (F^T G) U_t^T: dot products at native resolution, then upsampled on both sides.
+    # Exact (upsampling is linear) and, for deep layers, several times cheaper than the
+    # reference's dot products between upsampled features.
+    d = _up_rows(_up_cols(fs.T @ ft, (ht, wt), trg_hw), (hs, ws), src_hw)
+    if out is not None:
+        out.copy_(d)
+        d = out
+    return d, sq_src, sq_trg
 
 
 def subset_cosine(
@@ -80,8 +131,11 @@ def subset_cosine(
     num = (members @ dots.reshape(L, n * m)).view(-1, n, m)
     ns = (members @ sq_src).clamp_min(0).sqrt()
     nt = (members @ sq_trg).clamp_min(0).sqrt()
-    den = ns.unsqueeze(-1) * nt.unsqueeze(-2)
-    return torch.where(den > 0, num / den.clamp_min(1e-30), torch.zeros_like(num))
+    inv_s = torch.where(ns > 0, 1.0 / ns.clamp_min(1e-30), torch.zeros_like(ns))
+    inv_t = torch.where(nt > 0, 1.0 / nt.clamp_min(1e-30), torch.zeros_like(nt))
+    # In place: these are the largest tensors of the search, fresh allocations cost more
+    # than the arithmetic on a CPU.
+    return num.mul_(inv_s.unsqueeze(-1)).mul_(inv_t.unsqueeze(-2))
 
 
 def marginal(
@@ -131,19 +185,25 @@ def match_scores(
     Sinkhorn plan scaled by the number of source hyperpixels, then ``max(T, 0) ** exp2``.
     With ``rhm`` the votes are multiplied by the smoothed Hough prior.
     """
-    sim = cos.clamp_min(0)
+    S = cos.shape[0]
+    sim = cos.clamp_min_(0)  # the cosine is not needed afterwards: work in place
     mask = src_valid.unsqueeze(-1) & trg_valid.unsqueeze(-2)
     if match.similarity == "cos":
-        votes = sim if match.exp1 == 1 else sim.pow(match.exp1)
+        votes = sim if match.exp1 == 1 else sim.pow_(match.exp1)
     else:
-        cost = 1.0 - sim
-        T = sinkhorn(cost, mu.expand(cos.shape[0], -1), nu.expand(cos.shape[0], -1),
-                     eps=match.eps, n_iter=match.n_iter)
-        T = T * float(src_valid.sum())
-        votes = T.clamp_min(0)
+        mu_b, nu_b = mu.expand(S, -1), nu.expand(S, -1)
+        if match.eps >= LOG_DOMAIN_EPS:
+            # K = exp(-(1 - sim) / eps) formed in place; with costs in [0, 1] and this eps
+            # it stays far above float32's underflow, so no NaN guard is needed here.
+            K = sim.sub_(1.0).div_(match.eps).exp_()
+            T = sinkhorn_kernel_(K, mu_b, nu_b, n_iter=match.n_iter)
+        else:
+            T = sinkhorn(1.0 - sim, mu_b, nu_b, eps=match.eps, n_iter=match.n_iter)
+        votes = T.mul_(float(src_valid.sum())).clamp_min_(0)
         if match.exp2 != 1:
-            votes = votes.pow(match.exp2)
-    votes = votes * mask
+            votes = votes.pow_(match.exp2)
+    if not bool(mask.all()):
+        votes = votes.mul_(mask)
     if match.rhm:
         assert space is not None
         return rhm(votes, space)

@@ -93,16 +93,34 @@ def sinkhorn(
     return T.to(out_dtype)
 
 
-def _sinkhorn_standard(
-    M: torch.Tensor,
+def sinkhorn_kernel_(
+    K: torch.Tensor,
     mu: torch.Tensor,
     nu: torch.Tensor,
-    eps: float,
+    *,
+    n_iter: int = 1,
+    tol: float | None = None,
+    a0: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Like :func:`sinkhorn` but from the Gibbs kernel ``K`` (float32), overwritten in place
+    with the plan. For the search's hot path, where K is built in place from the cosine."""
+    if a0 is None:
+        rows = (mu > 0).to(K.dtype)
+        a0 = rows / rows.sum(-1, keepdim=True).clamp_min(1)
+    return _sinkhorn_standard(K, mu.to(K.dtype), nu.to(K.dtype), None, n_iter, tol, a0)
+
+
+def _sinkhorn_standard(
+    K: torch.Tensor,
+    mu: torch.Tensor,
+    nu: torch.Tensor,
+    eps: float | None,
     n_iter: int,
     tol: float | None,
     a0: torch.Tensor,
 ) -> torch.Tensor:
-    K = torch.exp(-M / eps)
+    # K is either the cost (eps given) or already the Gibbs kernel (eps None, in place).
+    K = torch.exp(-K / eps) if eps is not None else K
     a = a0
     for it in range(n_iter):
         b = _safe_div(nu, (K.transpose(-1, -2) @ a.unsqueeze(-1)).squeeze(-1))

@@ -61,20 +61,26 @@ def hough_space(
     hs_w, hs_h = Ws + Wt, Hs + Ht
     cell = math.sqrt(hs_w * hs_h / ncells)
     nx, ny = int(hs_w / cell) + 1, int(hs_h / cell) + 1
-    vx = (Ws - src_centres[:, 0]).unsqueeze(1) + trg_centres[:, 0].unsqueeze(0)
-    vy = (Hs - src_centres[:, 1]).unsqueeze(1) + trg_centres[:, 1].unsqueeze(0)
-    # Centres lie inside their images, so the votes fall inside the space; the clamp only
+    # floor((W_s - x_i + x_j) / cell) depends only on the column pair: tabulate it over the
+    # distinct x (and y) centres and gather, instead of flooring n x m floats.
+    sx, ix = torch.unique(src_centres[:, 0], return_inverse=True)
+    tx, jx = torch.unique(trg_centres[:, 0], return_inverse=True)
+    sy, iy = torch.unique(src_centres[:, 1], return_inverse=True)
+    ty, jy = torch.unique(trg_centres[:, 1], return_inverse=True)
+    # Centres lie inside their images, so votes fall inside the space; the clamp only
     # guards against float rounding at the far edge.
-    bx = torch.floor(vx / cell).long().clamp_(0, nx - 1)
-    by = torch.floor(vy / cell).long().clamp_(0, ny - 1)
-    return HoughSpace(bins=bx + by * nx, shape=(ny, nx), cell=cell)
+    bx = torch.floor(((Ws - sx).double().unsqueeze(1) + tx.double().unsqueeze(0)) / cell).long().clamp_(0, nx - 1)
+    by = torch.floor(((Hs - sy).double().unsqueeze(1) + ty.double().unsqueeze(0)) / cell).long().clamp_(0, ny - 1)
+    bins = bx[ix][:, jx] + by[iy][:, jy] * nx
+    return HoughSpace(bins=bins, shape=(ny, nx), cell=cell)
 
 
 def rhm(votes: torch.Tensor, space: HoughSpace) -> torch.Tensor:
     """Confidence ``C = V * smooth(H)[bin]`` for a batch of vote matrices on one pair.
 
     Args:
-        votes: ``[S x n x m]`` non-negative votes (S candidates sharing the pair's geometry).
+        votes: ``[S x n x m]`` non-negative votes (S candidates sharing the pair's geometry);
+            overwritten with the result.
         space: the pair's Hough bins.
 
     Returns:
@@ -90,4 +96,4 @@ def rhm(votes: torch.Tensor, space: HoughSpace) -> torch.Tensor:
     kernel = gaussian_kernel(votes.device, votes.dtype).view(1, 1, KERNEL_SIZE, KERNEL_SIZE)
     smooth = F.conv2d(hist.view(S, 1, ny, nx), kernel, padding=KERNEL_SIZE // 2).view(S, -1)
     prior = smooth.index_select(1, flat_bins).view(S, n, m)
-    return votes * prior
+    return votes.mul_(prior)  # in place: votes are not needed afterwards

@@ -35,7 +35,7 @@ def test_rhm_against_naive_double_loop() -> None:
     n, m = sg.n, tg.n
     V = rng.random((2, n, m))
     space = hough_space(sg.centres, tg.centres, (12, 15), (14, 11), ncells=64)
-    got = rhm(torch.as_tensor(V), space).numpy()
+    got = rhm(torch.tensor(V), space).numpy()  # rhm works in place: pass a copy
 
     # Naive: every pair votes its translation into a bin, smooth, read back.
     Hs, Ws, Ht, Wt = 12, 15, 14, 11

@@ -1,0 +1,113 @@
+"""Time the evaluator per pair and per candidate subset on SPair-size synthetic features.
+
+A pair of ~300x225 / 300x200 images gives 57x75 = 4,275 source and 50x75 = 3,750 target
+hyperpixels on the stride-4 grid; the layer set (2,22,24,25,27,28,29) of ResNet-101 has
+256 + 6 x 1024 = 6,400 channels. Features are random (timing does not depend on values).
+
+Usage: python benchmarks/bench_evaluator.py [--device cpu|cuda] [--pairs 3] [--subsets 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from scotsearch.config import MatchConfig
+from scotsearch.config import get_profile
+from scotsearch.data.pairs import Dataset
+from scotsearch.data.pairs import Pair
+from scotsearch.evaluate import Evaluator
+from scotsearch.features import ImageFeatures
+from scotsearch.layers import layer_specs
+
+
+class RandomSource:
+    """Random float16 features of ResNet-101 shapes, generated once per image."""
+
+    def __init__(self, sizes: dict[str, tuple[int, int]], device: torch.device) -> None:
+        self.backbone = "resnet101"
+        self.specs = layer_specs("resnet101")
+        self.sizes = sizes
+        self.store: dict[str, ImageFeatures] = {}
+        self.device = device
+
+    def get(self, path: Path, layer_ids: tuple[int, ...], *, need_cam: bool) -> ImageFeatures:
+        key = str(path)
+        if key not in self.store:
+            H, W = self.sizes[key]
+            g = torch.Generator().manual_seed(hash(key) % 2**31)
+            layers = {}
+            for s in self.specs:
+                h = math.ceil(math.ceil(H / 2) / 2) if s.stride == 4 else math.ceil(H / s.stride)
+                w = math.ceil(math.ceil(W / 2) / 2) if s.stride == 4 else math.ceil(W / s.stride)
+                layers[s.id] = torch.randn(s.channels, h, w, generator=g).half().to(self.device)
+            cam = torch.rand(H, W, generator=g)
+            self.store[key] = ImageFeatures(layers=layers, image_size=(H, W), ratio=1.0,
+                                            orig_size=(H, W), cam=cam)
+        f = self.store[key]
+        return ImageFeatures(layers={l: f.layers[l] for l in layer_ids}, image_size=f.image_size,
+                             ratio=1.0, orig_size=f.orig_size, cam=f.cam)
+
+    def describe(self) -> dict[str, str]:
+        return {"backbone": self.backbone, "weights": "random-bench"}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--subsets", type=int, default=16, help="candidate subsets per call")
+    ap.add_argument("--variant", default="ot-rhm-stair")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    rng = np.random.default_rng(0)
+    sizes, pairs = {}, []
+    for k in range(args.pairs):
+        sizes[f"s{k}"] = (225, 300)
+        sizes[f"t{k}"] = (200, 300)
+        kps = rng.uniform(20, 190, size=(12, 2))
+        pairs.append(Pair(pair_id=str(k), category="x", src_path=Path(f"s{k}"), trg_path=Path(f"t{k}"),
+                          src_kps=kps, trg_kps=kps, trg_bbox=np.array([0, 0, 200, 150.0])))
+    ds = Dataset(name="bench", split="val", root=Path("."), pairs=tuple(pairs), default_thres="bbox")
+    source = RandomSource(sizes, device)
+    ev = Evaluator(ds, source, match=MatchConfig.from_variant(args.variant), profile=get_profile("scot"),
+                   device=device)
+    one = (2, 22, 24, 25, 27, 28, 29)
+    # Candidate subsets as at a beam depth: a base set plus one more layer each.
+    many = [tuple(sorted(set(one) | {c})) for c in range(3, 34) if c not in one][: args.subsets]
+    ev.score([one], pair_index=[0])  # warm-up (and feature generation)
+    for k in range(args.pairs):
+        source.get(Path(f"s{k}"), (0,), need_cam=False)
+        source.get(Path(f"t{k}"), (0,), need_cam=False)
+
+    sync(device)
+    t0 = time.perf_counter()
+    ev.score([one])
+    sync(device)
+    t_one = (time.perf_counter() - t0) / args.pairs
+    t0 = time.perf_counter()
+    ev.score(many)
+    sync(device)
+    t_many = (time.perf_counter() - t0) / args.pairs
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"machine: {name} ({device.type}, torch {torch.__version__}, {torch.get_num_threads()} threads)")
+    print(f"grid: 4275 x 3750 hyperpixels, {256 + 6 * 1024} channels, variant {args.variant}")
+    print(f"one subset:           {t_one * 1000:9.1f} ms per pair")
+    print(f"{len(many)} subsets together: {t_many * 1000:9.1f} ms per pair = "
+          f"{t_many / len(many) * 1000:.1f} ms per candidate-pair")
+
+
+if __name__ == "__main__":
+    main()
