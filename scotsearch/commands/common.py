@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -46,6 +47,9 @@ def add_backbone_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     g.add_argument("--compat", default=None, choices=("scot", "hpf", "paper"),
                    help="reproduce one reference's quirks exactly (see README, 'Compatibility')")
+    g.add_argument("--image-side", type=int, default=None,
+                   help="longer image side fed to the network (default 300, as the references; "
+                        "smaller is faster and less accurate)")
     g.add_argument("--cache-dir", type=Path, default=Path("cache"),
                    help="feature cache folder (default: cache/)")
     g.add_argument("--no-cache", action="store_true",
@@ -92,7 +96,13 @@ def alphas_from_args(args: argparse.Namespace) -> tuple[float, ...]:
 
 
 def profile_from_args(args: argparse.Namespace) -> Profile:
-    return get_profile(args.compat)
+    profile = get_profile(args.compat)
+    side = getattr(args, "image_side", None)
+    if side is not None:
+        if side < 32:
+            raise ConfigError(f"--image-side must be at least 32 pixels, got {side}")
+        profile = dataclasses.replace(profile, image_side=side)
+    return profile
 
 
 def match_from_args(args: argparse.Namespace, dataset: Dataset) -> MatchConfig:
