@@ -177,9 +177,14 @@ class Evaluator:
                 raise ConfigError(f"layer subset {s} is not valid for {self.source.backbone}")
         idx = list(range(len(self.pairs))) if pair_index is None else [int(i) for i in pair_index]
         needed = tuple(sorted({l for s in subs for l in s}))
-        by_base: dict[int, list[int]] = {}
+        # Subsets whose base layers share a stride share the hyperpixel grid, hence every
+        # per-layer similarity term, the marginals and the Hough bins: group by stride, and
+        # let only keypoint transfer see each base's receptive field.
+        # HPF's margin pruning depends on the receptive field, so pruned grids stay per base.
+        by_grid: dict[int, list[int]] = {}
         for k, s in enumerate(subs):
-            by_base.setdefault(s[0], []).append(k)
+            key = s[0] if self.profile.prune_margin else self.specs[s[0]].stride
+            by_grid.setdefault(key, []).append(k)
         need_cam = match.similarity == "ot" and match.cam != "none"
 
         n_correct = np.zeros((len(subs), len(self.alphas), len(idx)), dtype=np.int64)
@@ -188,19 +193,22 @@ class Evaluator:
             for p_pos, p in enumerate(idx):
                 prep = self._prepare(self.pairs[p], needed, need_cam)
                 n_kps[p_pos] = prep.src_kps.shape[0]
-                for base, members in by_base.items():
+                for members in by_grid.values():
                     group = [subs[k] for k in members]
-                    correct = self._score_group(prep, base, group, match)  # [S_g x A x K]
+                    correct = self._score_group(prep, group, match)  # [S_g x A x K]
                     n_correct[members, :, p_pos] = correct.sum(-1).cpu().numpy()
                 if progress is not None:
                     progress(1)
         return Scores(subsets=subs, alphas=self.alphas, pair_index=idx, n_correct=n_correct, n_kps=n_kps)
 
     def _score_group(
-        self, prep: _PreparedPair, base: int, group: list[tuple[int, ...]], match: MatchConfig
+        self, prep: _PreparedPair, group: list[tuple[int, ...]], match: MatchConfig
     ) -> torch.Tensor:
-        src_grid = self._grid(prep.src, base)
-        trg_grid = self._grid(prep.trg, base)
+        bases = sorted({s[0] for s in group})
+        src_grids = {b: self._grid(prep.src, b) for b in bases}
+        # All bases of a group share the stride, hence the grid and centres (and, without
+        # pruning, the valid mask); only the receptive-field boxes differ.
+        src_grid, trg_grid = src_grids[bases[0]], self._grid(prep.trg, bases[0])
         layer_order = sorted({l for s in group for l in s})
         n, m = src_grid.n, trg_grid.n
         dots_t = torch.empty(len(layer_order), n, m, device=self.device)
@@ -232,10 +240,15 @@ class Evaluator:
                 cos, mu, nu, space, match, src_valid=src_grid.valid, trg_valid=trg_grid.valid
             )
             del cos
-            pred = transfer_keypoints(
-                conf, prep.src_kps, src_grid.boxes, src_grid.centres, trg_grid.centres,
-                src_valid=src_grid.valid, trg_valid=trg_grid.valid,
-            )  # [S x K x 2]
+            chunk_bases = torch.tensor([s[0] for s in group[start : start + chunk]])
+            pred = torch.empty(conf.shape[0], prep.src_kps.shape[0], 2, device=self.device)
+            for b in chunk_bases.unique().tolist():
+                sel = (chunk_bases == b).nonzero().squeeze(1).to(self.device)
+                pred[sel] = transfer_keypoints(
+                    conf.index_select(0, sel) if len(sel) < conf.shape[0] else conf,
+                    prep.src_kps, src_grids[b].boxes, src_grid.centres, trg_grid.centres,
+                    src_valid=src_grid.valid, trg_valid=trg_grid.valid,
+                )  # [S_b x K x 2]
             out.append(
                 torch.stack(
                     [correct_keypoints(pred, prep.trg_kps, prep.thr, a) for a in self.alphas], dim=1

@@ -14,17 +14,19 @@ from scotsearch.testing import SyntheticSource
 from scotsearch.testing import synthetic_dataset
 
 
-def _evaluator(variant: str = "ot-rhm", device: str = "cpu", **kw) -> Evaluator:
-    ds = synthetic_dataset(6, seed=1)
+def _evaluator(variant: str = "ot-rhm", device: str = "cpu", profile: str = "scot", **kw) -> Evaluator:
+    ds = synthetic_dataset(6, seed=1, image_hw=(64, 80))
     return Evaluator(
-        ds, SyntheticSource(informative=(0, 2, 5)), match=MatchConfig.from_variant(variant, **kw),
-        profile=get_profile("scot"), alphas=(0.05, 0.1, 0.2), device=device,
+        ds, SyntheticSource(informative=(0, 2, 5), image_hw=(64, 80)),
+        match=MatchConfig.from_variant(variant, **kw), profile=get_profile(profile),
+        alphas=(0.05, 0.1, 0.2), device=device,
     )
 
 
+@pytest.mark.parametrize("profile", ["scot", "hpf"])
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_many_subsets_in_one_call_equal_one_at_a_time(variant: str) -> None:
-    ev = _evaluator(variant)
+def test_many_subsets_in_one_call_equal_one_at_a_time(variant: str, profile: str) -> None:
+    ev = _evaluator(variant, profile=profile)
     subsets = [(0,), (0, 2), (1, 2, 3), (0, 2, 5), (4, 9), (2,), (0, 7, 12)]
     together = ev.score(subsets)
     for k, s in enumerate(subsets):
