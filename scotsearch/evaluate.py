@@ -32,6 +32,7 @@ from scotsearch.matching import marginal
 from scotsearch.matching import match_scores
 from scotsearch.matching import members_matrix
 from scotsearch.matching import subset_cosine
+from scotsearch.matching import upsampled_sq_norms
 from scotsearch.metrics import correct_keypoints
 from scotsearch.rhm import hough_space
 from scotsearch.transfer import transfer_keypoints
@@ -40,6 +41,8 @@ from scotsearch.transfer import transfer_keypoints
 #: Elements (n * m * candidates) per candidate chunk: bounds the transient memory of the
 #: per-candidate chain to a few hundred MB per tensor.
 CHUNK_ELEMENTS = 1 << 26
+
+TERM_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -94,6 +97,9 @@ class Evaluator:
         alphas: PCK alphas.
         thres: threshold basis, or ``auto`` for the dataset's convention.
         device: where the maths runs.
+        precision: dtype of the stored per-layer similarity terms (``float32``,
+            ``float16`` or ``bfloat16``): halves the memory traffic of forming each
+            candidate's similarity on a GPU; transport, Hough and transfer stay float32.
     """
 
     def __init__(
@@ -106,7 +112,11 @@ class Evaluator:
         alphas: Sequence[float] = (0.1,),
         thres: str = "auto",
         device: torch.device | str = "cpu",
+        precision: str = "float32",
     ) -> None:
+        if precision not in TERM_DTYPES:
+            raise ConfigError(f"precision must be one of {sorted(TERM_DTYPES)}, not {precision!r}")
+        self.term_dtype = TERM_DTYPES[precision]
         if not alphas:
             raise ConfigError("at least one PCK alpha is needed")
         for a in alphas:
@@ -211,17 +221,31 @@ class Evaluator:
         src_grid, trg_grid = src_grids[bases[0]], self._grid(prep.trg, bases[0])
         layer_order = sorted({l for s in group for l in s})
         n, m = src_grid.n, trg_grid.n
-        dots_t = torch.empty(len(layer_order), n, m, device=self.device)
+        dots_t = torch.empty(len(layer_order), n, m, device=self.device, dtype=self.term_dtype)
         sq_src = torch.empty(len(layer_order), n, device=self.device)
         sq_trg = torch.empty(len(layer_order), m, device=self.device)
+        full = self.term_dtype == torch.float32
+        scale = 1.0
+        if not full:
+            # The cosine is invariant to one common scale of all terms: divide every term
+            # by the largest possible |sum of dots| so no float16 sum can overflow.
+            ns = sum(upsampled_sq_norms(prep.src.layers[l].to(self.device), (src_grid.h, src_grid.w)) for l in layer_order)
+            nt = sum(upsampled_sq_norms(prep.trg.layers[l].to(self.device), (trg_grid.h, trg_grid.w)) for l in layer_order)
+            scale = float(ns.max().sqrt() * nt.max().sqrt()) or 1.0
         for k, l in enumerate(layer_order):
-            _, sq_src[k], sq_trg[k] = layer_terms(
+            d, sq_src[k], sq_trg[k] = layer_terms(
                 prep.src.layers[l].to(self.device),
                 prep.trg.layers[l].to(self.device),
                 (src_grid.h, src_grid.w),
                 (trg_grid.h, trg_grid.w),
-                out=dots_t[k],
+                out=dots_t[k] if full else None,
             )
+            if not full:
+                dots_t[k] = d / scale
+                del d
+        if not full:
+            sq_src /= scale
+            sq_trg /= scale
         members = members_matrix(group, layer_order, self.device)
 
         mu = marginal(src_grid, prep.src.cam, match, self.profile)

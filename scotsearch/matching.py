@@ -75,6 +75,12 @@ def _up_rows(x: torch.Tensor, hw_in: tuple[int, int], hw_out: tuple[int, int]) -
     return torch.matmul(ux, y).reshape(H * W, k)  # columns: [H x W x k]
 
 
+def upsampled_sq_norms(f: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """``[h*w]`` squared norms of a ``[C x h' x w']`` map upsampled to ``hw``."""
+    C, h, w = f.shape
+    return _up_cols(f.float().reshape(C, h * w), (h, w), hw).pow(2).sum(0)
+
+
 def layer_terms(
     f_src: torch.Tensor,
     f_trg: torch.Tensor,
@@ -99,8 +105,8 @@ def layer_terms(
     _, ht, wt = f_trg.shape
     fs = f_src.float().reshape(C, hs * ws)
     ft = f_trg.float().reshape(C, ht * wt)
-    sq_src = _up_cols(fs, (hs, ws), src_hw).pow(2).sum(0)
-    sq_trg = _up_cols(ft, (ht, wt), trg_hw).pow(2).sum(0)
+    sq_src = upsampled_sq_norms(f_src, src_hw)
+    sq_trg = upsampled_sq_norms(f_trg, trg_hw)
     if (hs, ws) == tuple(src_hw) and (ht, wt) == tuple(trg_hw):
         d = torch.mm(fs.T, ft, out=out) if out is not None else fs.T @ ft
         return d, sq_src, sq_trg
@@ -128,7 +134,10 @@ def subset_cosine(
         ``[S x n x m]`` cosine (0 where a feature has zero norm).
     """
     L, n, m = dots.shape
-    num = (members @ dots.reshape(L, n * m)).view(-1, n, m)
+    # Reduced-precision terms are summed in their dtype (the GPU's fast path) and the sum
+    # is widened to float32 for everything after.
+    wide = torch.promote_types(dots.dtype, torch.float32)
+    num = (members.to(dots.dtype) @ dots.reshape(L, n * m)).view(-1, n, m).to(wide)
     ns = (members @ sq_src).clamp_min(0).sqrt()
     nt = (members @ sq_trg).clamp_min(0).sqrt()
     inv_s = torch.where(ns > 0, 1.0 / ns.clamp_min(1e-30), torch.zeros_like(ns))

@@ -74,3 +74,15 @@ def test_bad_arguments() -> None:
         MatchConfig(eps=0)
     with pytest.raises(ConfigError):
         MatchConfig(beta=(0.5, 0.4, 0.6, 0.7))
+
+
+@pytest.mark.parametrize("precision", ["float16", "bfloat16"])
+def test_reduced_precision_terms_keep_the_ranking(precision: str) -> None:
+    ds = synthetic_dataset(6, seed=1, image_hw=(64, 80))
+    src = SyntheticSource(informative=(0, 2, 5), image_hw=(64, 80))
+    subsets = [(0,), (0, 2), (0, 2, 5), (1, 3), (0, 7, 12), (2, 5)]
+    kw = dict(match=MatchConfig.from_variant("ot-rhm"), profile=get_profile("scot"), alphas=(0.1,))
+    full = Evaluator(ds, src, **kw).score(subsets).mean()[:, 0]
+    low = Evaluator(ds, src, precision=precision, **kw).score(subsets).mean()[:, 0]
+    assert np.argmax(low) == np.argmax(full)
+    assert np.abs(low - full).max() <= 5.0
