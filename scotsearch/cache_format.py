@@ -1,0 +1,400 @@
+"""On-disk format of the feature cache: keys, entry files, checks and atomic writes.
+
+Layout (ecosystem.md §3.3)::
+
+    <cache_dir>/features/weights.json                     weights identity -> digest records
+    <cache_dir>/features/<key[:16]>/manifest.json         full key fields of the folder
+    <cache_dir>/features/<key[:16]>/<sha[:2]>/<sha>.safetensors   one entry per image
+
+An entry is one safetensors file per image (``sha`` = SHA-256 of the image file bytes)
+holding a float16 tensor ``layer_NN`` per layer id at its native resolution and the float32
+``cam``. Its string metadata repeats the key, the image digest, the sizes, the resize ratio,
+a CRC-32 per tensor and a per-layer power-of-two exponent (see :func:`encode_layer`).
+
+Why safetensors per image (measured by ``benchmarks/bench_cache.py``): one file per image
+instead of one per (image, layer) keeps the file count at the image count; ``safe_open`` is
+memory-mapped, so reading one layer touches only that layer's bytes; the header is checked
+against the file length on open, so a truncated file never reads as valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import socket
+import tempfile
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors import safe_open
+from safetensors.torch import save as st_save
+
+from scotsearch.cam import CAM_SCALES
+from scotsearch.config import Profile
+from scotsearch.features import ImageFeatures
+from scotsearch.layers import n_layers
+from scotsearch.preprocess import IMAGENET_MEAN
+from scotsearch.preprocess import IMAGENET_STD
+
+
+#: Bump whenever extraction, preprocessing or the entry layout changes meaning: every old
+#: entry then becomes a miss (and ``cache --prune`` removes it).
+FEATURE_SCHEMA_VERSION = 1
+
+#: Which network node each layer id reads (reference-behaviour.md §1.2); part of the key.
+LAYER_SCHEME = (
+    "hpf-resnet: id 0 = stem after max-pool; id k >= 1 = k-th bottleneck over layer1..layer4, "
+    "after the residual add and before its ReLU"
+)
+
+FORMAT_NAME = "scotsearch-features"
+ENTRY_SUFFIX = ".safetensors"
+TMP_SUFFIX = ".tmp"
+#: Largest finite float16.
+FP16_MAX = 65504.0
+
+
+class EntryError(Exception):
+    """An entry file exists but is not a valid entry for the expected key and image."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted-key, whitespace-free JSON: the byte string a key digest is taken over."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """The extractor key: everything that changes stored values, except the image.
+
+    Attributes:
+        fields: the key fields (see :func:`key_fields`).
+        digest: SHA-256 hex of their canonical JSON.
+    """
+
+    fields: dict[str, Any]
+    digest: str
+
+    @property
+    def short(self) -> str:
+        """Folder name: the first 16 hex digits (the full digest is checked on every read)."""
+        return self.digest[:16]
+
+    @property
+    def backbone(self) -> str:
+        return str(self.fields["backbone"])
+
+
+def key_fields(backbone: str, weights_digest: str, profile: Profile) -> dict[str, Any]:
+    """The fields of the extractor key.
+
+    The weights enter by content digest only (never by a symbolic name such as
+    ``IMAGENET1K_V1``, ecosystem.md §3.3), so two spellings of the same weights share
+    entries and changed weights under the same name never hit. The whole profile, its name
+    (the compat mode) included, is part of the key as the issue asks, although only
+    ``image_side`` and ``upsample_small`` change the stored maps.
+    """
+    return {
+        "schema": FEATURE_SCHEMA_VERSION,
+        "backbone": backbone,
+        "weights_digest": weights_digest,
+        "layer_scheme": LAYER_SCHEME,
+        "n_layers": n_layers(backbone),
+        "compat": profile.name,
+        "profile": dataclasses.asdict(profile),
+        "preprocess": {
+            "decode": "PIL convert RGB, no EXIF transpose",
+            "normalise": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+            "order": "scale to [0,1], normalise, then resize",
+            "resize": "bilinear, align_corners=False, float32 ratio arithmetic",
+        },
+        "cam": {"scales": list(CAM_SCALES), "top_k": 2, "stored": "raw, before any staircase"},
+        "storage": {"layers": "float16 x 2^exponent per layer", "cam": "float32"},
+    }
+
+
+def make_key(backbone: str, weights_digest: str, profile: Profile) -> CacheKey:
+    fields = key_fields(backbone, weights_digest, profile)
+    return CacheKey(fields=fields, digest=hashlib.sha256(canonical_json(fields).encode()).hexdigest())
+
+
+def key_from_fields(fields: dict[str, Any]) -> CacheKey:
+    """The key a folder's manifest describes (digest recomputed from the stored fields)."""
+    return CacheKey(fields=fields, digest=hashlib.sha256(canonical_json(fields).encode()).hexdigest())
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 hex digest of a file's bytes (the image part of an entry's identity)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def layer_name(layer_id: int) -> str:
+    return f"layer_{layer_id:02d}"
+
+
+def _crc(t: torch.Tensor) -> int:
+    # zlib.crc32 runs at several GB/s and releases the GIL, so checking every read costs
+    # a few ms per image: cheap next to matching.
+    return zlib.crc32(t.contiguous().view(torch.uint8).reshape(-1).numpy())
+
+
+def encode_layer(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Float16 storage of a float32 map, with a power-of-two exponent against overflow.
+
+    ImageNet-trained ResNets stay far inside the float16 range, but randomly initialised
+    ones (used offline and in tests) reach 2e5 in deep layers. Dividing by ``2**k`` is exact
+    in binary floating point, so the smallest ``k >= 0`` that makes every value finite keeps
+    float16 precision (10 bits) at any magnitude; ``k`` is 0 for pretrained networks.
+
+    Returns:
+        ``(stored, k)``: the float16 tensor and the exponent.
+
+    Raises:
+        ValueError: the map has non-finite values.
+    """
+    x = x.detach().to("cpu", torch.float32)
+    peak = float(x.abs().max()) if x.numel() else 0.0
+    if not math.isfinite(peak):
+        raise ValueError("feature map has non-finite values")
+    k = max(0, math.ceil(math.log2(peak / FP16_MAX))) if peak > FP16_MAX else 0
+    while True:
+        stored = (x * 2.0**-k if k else x).to(torch.float16)
+        if bool(torch.isfinite(stored).all()):
+            return stored.contiguous(), k
+        k += 1  # rounding up to inf just below the limit: one more halving always suffices
+
+
+def decode_layer(stored: torch.Tensor, k: int) -> torch.Tensor:
+    """The map as read back: float16 when ``k == 0``, else exactly ``stored * 2**k`` in float32."""
+    return stored if k == 0 else stored.to(torch.float32) * 2.0**k
+
+
+def roundtrip(feats: ImageFeatures) -> ImageFeatures:
+    """The features exactly as an entry would return them (float16 rounding applied).
+
+    Used by the in-memory source and right after a build, so cached and uncached runs
+    see identical values.
+    """
+    layers = {l: decode_layer(*encode_layer(v)) for l, v in feats.layers.items()}
+    cam = None if feats.cam is None else feats.cam.detach().to("cpu", torch.float32).contiguous()
+    return ImageFeatures(layers=layers, image_size=tuple(feats.image_size), ratio=float(feats.ratio),
+                         orig_size=tuple(feats.orig_size), cam=cam)
+
+
+def encode_entry(
+    feats: ImageFeatures, key: CacheKey, image_sha: str, *, source: str = ""
+) -> tuple[bytes, ImageFeatures]:
+    """Serialise a complete entry (all layers and the CAM).
+
+    Returns:
+        ``(data, decoded)``: the safetensors bytes and the features as a read will return them.
+
+    Raises:
+        ValueError: layers missing, CAM missing, or non-finite values.
+    """
+    n = int(key.fields["n_layers"])
+    if sorted(feats.layers) != list(range(n)):
+        raise ValueError(f"an entry needs all {n} layers, got {sorted(feats.layers)}")
+    if feats.cam is None:
+        raise ValueError("an entry needs the CAM")
+    cam = feats.cam.detach().to("cpu", torch.float32).contiguous()
+    if not bool(torch.isfinite(cam).all()):
+        raise ValueError("CAM has non-finite values")
+    tensors: dict[str, torch.Tensor] = {"cam": cam}
+    exponents: dict[str, int] = {}
+    decoded: dict[int, torch.Tensor] = {}
+    for l in range(n):
+        stored, k = encode_layer(feats.layers[l])
+        tensors[layer_name(l)] = stored
+        exponents[str(l)] = k
+        decoded[l] = decode_layer(stored, k)
+    meta = {
+        "format": FORMAT_NAME,
+        "schema": str(FEATURE_SCHEMA_VERSION),
+        "key": key.digest,
+        "image_sha256": image_sha,
+        "image_size": ",".join(map(str, feats.image_size)),
+        "orig_size": ",".join(map(str, feats.orig_size)),
+        "ratio": repr(float(feats.ratio)),
+        "n_layers": str(n),
+        "exponents": canonical_json(exponents),
+        "checksums": canonical_json({name: _crc(t) for name, t in tensors.items()}),
+        "source": source,
+    }
+    out = ImageFeatures(layers=decoded, image_size=tuple(feats.image_size), ratio=float(feats.ratio),
+                        orig_size=tuple(feats.orig_size), cam=cam)
+    return st_save(tensors, metadata=meta), out
+
+
+def _pair(text: str) -> tuple[int, int]:
+    a, b = text.split(",")
+    return int(a), int(b)
+
+
+def read_entry(
+    path: Path,
+    *,
+    key: str | None,
+    image_sha: str | None,
+    layer_ids: Iterable[int] | None,
+    need_cam: bool,
+    check: bool = True,
+    checked: set[str] | None = None,
+) -> ImageFeatures:
+    """Read the requested parts of an entry, checking them.
+
+    Only the requested tensors are read: ``safe_open`` maps the file and ``get_tensor``
+    copies just that tensor's byte range. The header is validated against the file length
+    on open (a truncated file fails there); each tensor read is checked against its CRC-32.
+
+    Args:
+        path: the entry file.
+        key: expected full key digest (``None``: take the file's).
+        image_sha: expected image digest (``None``: take the file's).
+        layer_ids: layers to read (``None``: all).
+        need_cam: read the CAM too.
+        check: verify the CRC of each tensor read.
+        checked: names of tensors of this file already verified (their CRC is skipped);
+            tensors verified now are added. A search reads each entry many times: checking
+            it once per process keeps the CRC off the hot path.
+
+    Raises:
+        FileNotFoundError: no such file.
+        EntryError: anything else wrong with the file.
+    """
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            meta = fh.metadata() or {}
+            if meta.get("format") != FORMAT_NAME:
+                raise EntryError(path, "not a scotsearch feature entry")
+            if meta.get("schema") != str(FEATURE_SCHEMA_VERSION):
+                raise EntryError(path, f"schema {meta.get('schema')} != {FEATURE_SCHEMA_VERSION}")
+            if key is not None and meta.get("key") != key:
+                raise EntryError(path, "written for another cache key")
+            if image_sha is not None and meta.get("image_sha256") != image_sha:
+                raise EntryError(path, "written for another image")
+            n = int(meta["n_layers"])
+            exponents = json.loads(meta["exponents"])
+            sums = json.loads(meta["checksums"]) if check else {}
+            names = set(fh.keys())
+            ids = range(n) if layer_ids is None else [int(i) for i in layer_ids]
+            wanted = [(layer_name(i), i) for i in ids] + ([("cam", -1)] if need_cam else [])
+            layers: dict[int, torch.Tensor] = {}
+            cam = None
+            for name, i in wanted:
+                if name not in names:
+                    raise EntryError(path, f"tensor {name} is missing")
+                t = fh.get_tensor(name)
+                if check and (checked is None or name not in checked):
+                    if _crc(t) != int(sums[name]):
+                        raise EntryError(path, f"checksum mismatch in {name}")
+                    if checked is not None:
+                        checked.add(name)
+                if i < 0:
+                    cam = t
+                else:
+                    layers[i] = decode_layer(t, int(exponents[str(i)]))
+            return ImageFeatures(
+                layers=layers,
+                image_size=_pair(meta["image_size"]),
+                ratio=float(meta["ratio"]),
+                orig_size=_pair(meta["orig_size"]),
+                cam=cam,
+            )
+    except FileNotFoundError:
+        raise
+    except EntryError:
+        raise
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise EntryError(path, f"unreadable ({reason})") from exc
+
+
+def entry_metadata(path: Path) -> dict[str, str]:
+    """The header metadata of an entry (opening checks the header against the file length)."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            return dict(fh.metadata() or {})
+    except FileNotFoundError:
+        raise
+    except (SafetensorError, OSError) as exc:
+        raise EntryError(path, f"unreadable ({' '.join(str(exc).split())})") from exc
+
+
+def quick_check(path: Path, key: str, image_sha: str | None = None) -> None:
+    """Cheap validity check (header, length, key, image): what a re-run uses to skip work.
+
+    Raises:
+        FileNotFoundError: no entry.
+        EntryError: the entry is unusable.
+    """
+    meta = entry_metadata(path)
+    if meta.get("format") != FORMAT_NAME or meta.get("schema") != str(FEATURE_SCHEMA_VERSION):
+        raise EntryError(path, "not an entry of this schema")
+    if meta.get("key") != key:
+        raise EntryError(path, "written for another cache key")
+    if image_sha is not None and meta.get("image_sha256") != image_sha:
+        raise EntryError(path, "written for another image")
+
+
+def tmp_name(final: Path) -> str:
+    """Prefix of a temporary file for ``final``: hidden, with host and pid of the writer.
+
+    ``cache --prune`` deletes temporaries whose writer (on this host) is gone.
+    """
+    return f".{final.name}.{socket.gethostname()}.{os.getpid()}."
+
+
+def atomic_write(final: Path, data: bytes | str, *, fsync: bool = True) -> None:
+    """Write ``data`` to ``final`` so that readers see the old file, or all of the new one.
+
+    A temporary file in the same folder (same file system, so the rename is atomic) is
+    written, flushed and fsync'ed, then renamed over ``final`` with ``os.replace``. A writer
+    killed at any point leaves at most a hidden ``*.tmp`` file, never a partial ``final``.
+    Concurrent writers of the same entry are harmless: the last rename wins and both wrote
+    the same content.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=tmp_name(final), suffix=TMP_SUFFIX, dir=final.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+            fh.flush()
+            if fsync:
+                os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def parse_tmp_owner(name: str) -> tuple[str, int] | None:
+    """``(host, pid)`` of the writer that named a temporary file, or ``None``."""
+    if not (name.startswith(".") and name.endswith(TMP_SUFFIX)):
+        return None
+    parts = name[: -len(TMP_SUFFIX)].split(".")
+    # "", <sha>, "safetensors"|"json", host..., pid, random: the host may contain dots.
+    try:
+        return ".".join(parts[3:-2]), int(parts[-2])
+    except (IndexError, ValueError):
+        return None

@@ -1,0 +1,131 @@
+"""Identifying ``--weights`` without loading them, for the feature cache's key.
+
+The cache key needs the digest of the weights (never a symbolic name), but a fully cached
+search should not even build the CNN. ``<cache>/features/weights.json`` therefore records ``identity -> digest``, where the identity of a checkpoint file (a
+``--weights FILE`` or the torch-hub ``IMAGENET1K_V1`` checkpoint, the file the backbone
+loader would read) is its resolved path, size and modification time, and the identity of
+random weights is the seed plus the torch and torchvision versions (their initialisers).
+A recorded identity gives the digest at once; anything else (no record, a touched file, no
+local ImageNet checkpoint) loads the backbone, which computes the digest from the loaded
+state dict, and records it. When a lazily loaded backbone disagrees with a recorded digest
+(a file rewritten with its old size and time), the command stops rather than mixing
+entries of two networks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+
+from scotsearch.cache_format import atomic_write
+from scotsearch.cache_format import canonical_json
+
+
+logger = logging.getLogger(__name__)
+
+#: File name of the digest book inside ``<cache_dir>/features``.
+DIGESTS_FILE = "weights.json"
+
+
+@dataclass(frozen=True)
+class WeightsRef:
+    """What ``--weights`` names, known without loading it.
+
+    Attributes:
+        description: what ``Backbone.weights`` will say (``IMAGENET1K_V1``, ``file:<path>``,
+            ``random:seed<N>``).
+        identity: stat-level identity recorded in the digest book, or ``None`` when the
+            weights must be loaded to be identified.
+    """
+
+    description: str
+    identity: dict[str, Any] | None
+
+
+def imagenet_checkpoint(backbone: str) -> Path | None:
+    """The hub-cache file ``load_backbone`` would read for ``IMAGENET1K_V1``, if present."""
+    # The backbone loader's own tables, so both look for the same files in the same order.
+    from urllib.parse import urlparse
+
+    from scotsearch.backbones import _IMAGENET_ENUMS
+    from scotsearch.backbones import _LEGACY_FILES
+
+    if backbone not in _IMAGENET_ENUMS:
+        return None
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    for name in (os.path.basename(urlparse(_IMAGENET_ENUMS[backbone].url).path), _LEGACY_FILES[backbone]):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _file_identity(backbone: str, path: Path) -> dict[str, Any]:
+    st = path.stat()
+    return {"kind": "file", "backbone": backbone, "path": str(path.resolve()),
+            "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def weights_ref(backbone: str, weights: str | None, seed: int) -> WeightsRef:
+    """Describe and identify ``--weights`` without reading any tensor."""
+    if weights is None or weights == "IMAGENET1K_V1":
+        path = imagenet_checkpoint(backbone)
+        return WeightsRef("IMAGENET1K_V1", None if path is None else _file_identity(backbone, path))
+    if weights == "random" or weights.startswith("random:"):
+        tail = weights[len("random:"):].removeprefix("seed") if weights != "random" else str(seed)
+        if not tail.isdigit():
+            return WeightsRef(weights, None)  # load_backbone reports the malformed seed
+        return WeightsRef(f"random:seed{int(tail)}", {
+            "kind": "random", "backbone": backbone, "seed": int(tail),
+            "torch": torch.__version__, "torchvision": torchvision.__version__,
+        })
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        return WeightsRef(f"file:{path}", None)  # load_backbone reports the missing file
+    return WeightsRef(f"file:{path.resolve()}", _file_identity(backbone, path))
+
+
+class DigestBook:
+    """``weights.json``: weights identity -> state-dict digest, shared by processes.
+
+    Updates are read-modify-write with an atomic replace; two processes racing may drop
+    one record, which only costs a later re-computation.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def _load(self) -> dict[str, dict[str, str]]:
+        try:
+            data = json.loads(self.path.read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def get(self, identity: dict[str, Any] | None) -> str | None:
+        if identity is None:
+            return None
+        rec = self._load().get(canonical_json(identity))
+        return rec.get("digest") if isinstance(rec, dict) else None
+
+    def put(self, identity: dict[str, Any] | None, digest: str, description: str) -> None:
+        if identity is None:
+            return
+        data = self._load()
+        data[canonical_json(identity)] = {"digest": digest, "weights": description}
+        try:
+            atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True), fsync=False)
+        except OSError as exc:
+            logger.debug("cannot record weights digest in %s: %s", self.path, exc)
+
+    def records(self) -> dict[str, dict[str, str]]:
+        return self._load()
+
+    def replace(self, data: dict[str, dict[str, str]]) -> None:
+        atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True), fsync=False)
