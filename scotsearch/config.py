@@ -156,7 +156,7 @@ def get_profile(name: str | None) -> Profile:
 RUN_COLUMNS = (
     "dataset", "split", "backbone", "weights", "weights_digest", "compat", "layers",
     "similarity", "rhm", "cam", "eps", "n_iter", "exp1", "exp2", "beta", "gamma", "ncells",
-    "alpha", "thres",
+    "alpha", "thres", "image_side",
 )
 
 
@@ -178,6 +178,8 @@ class RunConfig:
     compat: str = "scot"
     alpha: float = 0.1
     thres: str = "auto"
+    #: longer image side fed to the network; ``None``: the compat profile's (300)
+    image_side: int | None = None
 
     def to_row(self) -> dict[str, Any]:
         m = self.match
@@ -201,11 +203,13 @@ class RunConfig:
             "ncells": m.ncells,
             "alpha": self.alpha,
             "thres": self.thres,
+            "image_side": "" if self.image_side is None else int(self.image_side),
         }
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RunConfig:
-        missing = [c for c in RUN_COLUMNS if c not in row]
+        # image_side is optional: rows written by hand may leave the profile's default
+        missing = [c for c in RUN_COLUMNS if c not in row and c != "image_side"]
         if missing:
             raise ConfigError(f"config row lacks column(s): {', '.join(missing)}")
         try:
@@ -233,6 +237,14 @@ class RunConfig:
                 compat=str(row["compat"]),
                 alpha=float(row["alpha"]),
                 thres=str(row["thres"]),
+                image_side=_optional_int(row.get("image_side")),
             )
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"malformed config row: {exc}") from None
+
+
+def _optional_int(value: Any) -> int | None:
+    # Empty cells (and pandas' NaN for them) mean "not recorded".
+    if value is None or value != value or str(value).strip() == "":
+        return None
+    return int(float(value))

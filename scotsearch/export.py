@@ -69,6 +69,7 @@ def export_rows(study: optuna.Study) -> list[dict[str, Any]]:
             compat=str(ident.get("compat", "scot")),
             alpha=float(ident["alpha"]),
             thres=str(ident["thres"]),
+            image_side=ident.get("image_side"),
         )
         row = cfg.to_row()
         row["study"] = study.study_name

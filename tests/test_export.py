@@ -153,17 +153,24 @@ def test_exported_csv_through_evaluate_command(searched, tmp_path, monkeypatch, 
     url, out = searched
     ev = make_evaluator(MatchConfig())
     monkeypatch.setattr(cli, "COMMANDS", {"export": "export", "evaluate": "evaluate"})
-    monkeypatch.setattr(common, "open_dataset", lambda args: ev.dataset)
+    seen: list[tuple[str, int | None]] = []
+
+    def open_dataset(args):
+        seen.append((args.split, args.image_side))
+        return ev.dataset
+
+    monkeypatch.setattr(common, "open_dataset", open_dataset)
     monkeypatch.setattr(common, "feature_source", lambda args, device: ev.source)
     csv_path, json_path = tmp_path / "best.csv", tmp_path / "eval.json"
     assert cli.main(["export", "--study", "b", "--storage", url, "--top", "3",
                      "-o", str(csv_path)]) == 0
     rows = read_csv(csv_path.read_text())
     for k, row in enumerate(rows):
-        # the search scored the val split; evaluate defaults to test, so say val
-        argv = ["-q", "evaluate", "--config", str(csv_path), "--row", str(k), "--split", "val",
+        # no --split / --image-side: the row's own split and image side are used
+        argv = ["-q", "evaluate", "--config", str(csv_path), "--row", str(k),
                 "--output", str(json_path)]
         assert cli.main(argv) == 0, capsys.readouterr().err
+        assert seen[-1] == (row["split"], int(row["image_side"]))
         result = json.loads(json_path.read_text())
         assert result["layers"] == [int(v) for v in row["layers"].split(",")]
         per_pair = [p["pck"][0] for p in result["pairs"]]

@@ -169,6 +169,7 @@ def beam_identity(
         "weights": str(desc.get("weights", "")),
         "weights_digest": str(desc.get("weights_digest", "")),
         "compat": evaluator.profile.name,
+        "image_side": int(evaluator.profile.image_side),
         "alpha": float(evaluator.alphas[0]),
         "thres": evaluator.thres,
         "match": evaluator.match.to_dict(),

@@ -23,13 +23,14 @@ log = logging.getLogger(__name__)
 DATASETS = ("demo", "spair", "pfpascal", "pfwillow")
 
 
-def add_data_args(p: argparse.ArgumentParser, *, split: str) -> None:
+def add_data_args(p: argparse.ArgumentParser, *, split: str | None) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="demo", choices=DATASETS,
                    help="benchmark (default: demo, the embedded one, written on first use)")
     g.add_argument("--datapath", type=Path, default=None,
                    help="dataset root (e.g. .../SPair-71k, .../PF-PASCAL); demo: where to write it")
-    g.add_argument("--split", default=split, help=f"split to use (default: {split})")
+    g.add_argument("--split", default=split,
+                   help=f"split to use (default: {split or 'test, or the --config row'})")
     g.add_argument("--thres", default="auto", choices=("auto", "bbox", "img", "kps"),
                    help="PCK threshold basis (auto: the dataset's convention)")
     g.add_argument("--alpha", default="0.1",

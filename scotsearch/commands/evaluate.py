@@ -48,7 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--row", type=int, default=0, help="row of --config to use (0-based)")
     p.add_argument("--output", type=Path, default=None,
                    help="write the results (with per-pair PCK) as JSON to this file")
-    common.add_data_args(p, split="test")
+    # split None: "test", or the --config row's split
+    common.add_data_args(p, split=None)
     common.add_backbone_args(p)
     common.add_match_args(p, variant="ot-rhm-stair")
 
@@ -65,6 +66,14 @@ def _apply_config(args: argparse.Namespace) -> RunConfig:
         raise ConfigError(f"config file {path} has {len(table)} row(s); --row {args.row} is out of range")
     cfg = RunConfig.from_row(table.iloc[args.row].to_dict())
     args.dataset, args.backbone, args.compat = cfg.dataset, cfg.backbone, cfg.compat
+    # The row's split and image side reproduce its stored PCK; --split / --image-side given
+    # on the command line evaluate the same configuration elsewhere (e.g. on test).
+    if args.split is None:
+        args.split = cfg.split
+        log.info("evaluating on the config's split '%s' (give --split to choose another)",
+                 cfg.split)
+    if args.image_side is None:
+        args.image_side = cfg.image_side
     if args.weights is None:
         args.weights = cfg.weights
     args.layers = layers_key(cfg.layers)
@@ -87,6 +96,8 @@ def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = _apply_config(args) if args.config is not None else None
+    if args.split is None:
+        args.split = "test"
     alphas = common.alphas_from_args(args)
     device = common.resolve_device(args.device)
     profile = common.profile_from_args(args)

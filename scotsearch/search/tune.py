@@ -140,6 +140,7 @@ def tune_identity(
             "weights": str(desc.get("weights", "")),
             "weights_digest": str(desc.get("weights_digest", "")),
             "compat": evaluator.profile.name,
+            "image_side": int(evaluator.profile.image_side),
             "alpha": float(evaluator.alphas[0]),
             "thres": evaluator.thres,
             "layers": "joint" if layers is None else layers_key(layers),
@@ -618,6 +619,7 @@ def run_config(study: optuna.Study, trial: FrozenTrial) -> RunConfig:
         compat=str(ident.get("compat", "scot")),
         alpha=float(ident["alpha"]),
         thres=str(ident["thres"]),
+        image_side=ident.get("image_side"),
     )
 
 
