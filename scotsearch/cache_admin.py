@@ -17,6 +17,7 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any
 
+from scotsearch._process import pid_alive
 from scotsearch.cache_format import ENTRY_SUFFIX
 from scotsearch.cache_format import FEATURE_SCHEMA_VERSION
 from scotsearch.cache_format import TMP_SUFFIX
@@ -164,16 +165,6 @@ def verify(root: Path, *, workers: int = 4) -> VerifyReport:
     return report
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
-
-
 def _current_digest(backbone: str, description: str, book: Any) -> tuple[str, str | None]:
     """``("ok", digest)``, ``("gone", None)`` or ``("unknown", None)`` for a weights spelling.
 
@@ -278,7 +269,7 @@ def prune(root: Path, *, dry_run: bool = False) -> PruneReport:
             age = now - tmp.stat().st_mtime
         except OSError:
             continue
-        dead = owner is not None and owner[0] == host and not _pid_alive(owner[1])
+        dead = owner is not None and owner[0] == host and not pid_alive(owner[1])
         if dead or age > TMP_MAX_AGE_S:
             report.freed += _remove(tmp, dry_run)
             report.removed.append((tmp, "temporary file of a writer that is gone"))

@@ -207,6 +207,25 @@ class RunConfig:
         }
 
     @classmethod
+    def from_identity(
+        cls, ident: dict[str, Any], *, layers: tuple[int, ...], match: MatchConfig
+    ) -> RunConfig:
+        """The configuration of one trial of a study whose identity is ``ident``."""
+        return cls(
+            dataset=str(ident["dataset"]),
+            split=str(ident["split"]),
+            backbone=str(ident["backbone"]),
+            layers=tuple(layers),
+            match=match,
+            weights=str(ident.get("weights", "")),
+            weights_digest=str(ident.get("weights_digest", "")),
+            compat=str(ident.get("compat", "scot")),
+            alpha=float(ident["alpha"]),
+            thres=str(ident["thres"]),
+            image_side=ident.get("image_side"),
+        )
+
+    @classmethod
     def from_row(cls, row: dict[str, Any]) -> RunConfig:
         # image_side is optional: rows written by hand may leave the profile's default
         missing = [c for c in RUN_COLUMNS if c not in row and c != "image_side"]

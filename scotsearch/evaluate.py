@@ -117,6 +117,7 @@ class Evaluator:
         if precision not in TERM_DTYPES:
             raise ConfigError(f"precision must be one of {sorted(TERM_DTYPES)}, not {precision!r}")
         self.term_dtype = TERM_DTYPES[precision]
+        self.precision = precision
         if not alphas:
             raise ConfigError("at least one PCK alpha is needed")
         for a in alphas:

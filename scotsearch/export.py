@@ -58,19 +58,7 @@ def export_rows(study: optuna.Study) -> list[dict[str, Any]]:
         if match_d is None or math.isnan(pck) or attrs.get("pruned"):
             continue
         layers = as_subset(str(attrs["layers"]))
-        cfg = RunConfig(
-            dataset=str(ident["dataset"]),
-            split=str(ident["split"]),
-            backbone=str(ident["backbone"]),
-            layers=layers,
-            match=MatchConfig.from_dict(match_d),
-            weights=str(ident.get("weights", "")),
-            weights_digest=str(ident.get("weights_digest", "")),
-            compat=str(ident.get("compat", "scot")),
-            alpha=float(ident["alpha"]),
-            thres=str(ident["thres"]),
-            image_side=ident.get("image_side"),
-        )
+        cfg = RunConfig.from_identity(ident, layers=layers, match=MatchConfig.from_dict(match_d))
         row = cfg.to_row()
         row["study"] = study.study_name
         row["trial"] = t.number

@@ -326,6 +326,28 @@ def check_identity(study: optuna.Study, identity: Mapping[str, Any]) -> None:
         )
 
 
+def evaluator_identity(evaluator: Any) -> dict[str, Any]:
+    """The fields every study's identity shares: what the evaluator's scores depend on.
+
+    Dataset and split, backbone and the weights' digest, compat mode and image side, the
+    precision of the similarity terms (reduced precision can reorder near-ties), the
+    objective's alpha and threshold basis.
+    """
+    desc = evaluator.source.describe()
+    return {
+        "dataset": evaluator.dataset.name,
+        "split": evaluator.dataset.split,
+        "backbone": evaluator.source.backbone,
+        "weights": str(desc.get("weights", "")),
+        "weights_digest": str(desc.get("weights_digest", "")),
+        "compat": evaluator.profile.name,
+        "image_side": int(evaluator.profile.image_side),
+        "precision": evaluator.precision,
+        "alpha": float(evaluator.alphas[0]),
+        "thres": evaluator.thres,
+    }
+
+
 def environment() -> dict[str, str]:
     """Versions of scotsearch, torch, torchvision and optuna, and the CUDA device (or cpu)."""
     from scotsearch._version import __version__

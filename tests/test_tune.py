@@ -326,26 +326,50 @@ def test_an_exported_config_reevaluates_to_its_stored_value(tmp_path: Path) -> N
 
 
 # ------------------------------------------------------------------------------ pruning
-@pytest.mark.parametrize("pruner", ["wilcoxon", "median"])
-def test_pruning_keeps_the_best_within_noise_and_scores_fewer_pairs(pruner: str) -> None:
+@pytest.fixture(scope="module")
+def demo_evaluator(tmp_path_factory: pytest.TempPathFactory) -> Evaluator:
+    """The embedded demo's val split through a real (random-weight) ResNet-50 at side 96."""
+    import dataclasses
+
+    from scotsearch.cache import open_source
+    from scotsearch.data import load_dataset
+
+    profile = dataclasses.replace(get_profile("scot"), image_side=96)
+    ds = load_dataset("demo", tmp_path_factory.mktemp("demo"), "val")
+    src = open_source(backbone="resnet50", weights="random", seed=0, profile=profile,
+                      cache_dir=None, device=torch.device("cpu"), allow_random_fallback=False)
+    return Evaluator(ds, src, match=MatchConfig.from_variant("ot-rhm-stair"), profile=profile)
+
+
+@pytest.mark.parametrize(
+    "data, pruner", [("synthetic", "wilcoxon"), ("synthetic", "median"), ("demo", "wilcoxon")]
+)
+def test_pruning_keeps_the_best_within_noise_and_scores_fewer_pairs(
+    data: str, pruner: str, request: pytest.FixtureRequest
+) -> None:
+    if data == "demo":
+        ev = request.getfixturevalue("demo_evaluator")
+        layers, batch, n_trials = (0, 11, 12, 13), 6, 12  # SCOT's SPair set for ResNet-50
+    else:
+        ev, layers, batch, n_trials = _evaluator(32), LAYERS, 8, 14
+    n_pairs = len(ev.dataset.pairs)
     space = space_from_dict(FAST_SPACE)
     results, storages = {}, {}
     for name in ("none", pruner):
-        ev = _evaluator(32)
         storages[name] = optuna.storages.InMemoryStorage()
         # A random sampler draws the same settings whatever the pruner does, so both runs see
         # the same candidates and differ only in what pruning cuts.
         results[name] = run_tune(
-            ev, study_name=name, n_trials=14, storage=storages[name],
-            space=space, layers=LAYERS, sampler="random", seed=5, pruner=name, batch_pairs=8,
+            ev, study_name=name, n_trials=n_trials, storage=storages[name],
+            space=space, layers=layers, sampler="random", seed=5, pruner=name, batch_pairs=batch,
         )
     full, pruned = results["none"], results[pruner]
-    assert full.pairs_scored == 14 * 32
+    assert full.pairs_scored == n_trials * n_pairs
     assert pruned.pairs_scored < 0.85 * full.pairs_scored
-    assert pruned.n_trials == full.n_trials == 14
-    # noise: two standard errors of the mean of the best trial's per-pair PCK (32 pairs)
+    assert pruned.n_trials == full.n_trials == n_trials
+    # noise: two standard errors of the mean of the best trial's per-pair PCK
     best_match = MatchConfig.from_dict(full.best.user_attrs["match"])
-    pck = _evaluator(32).score([LAYERS], match=best_match).pck[0, 0] * 100
+    pck = ev.score([layers], match=best_match).pck[0, 0] * 100
     noise = 2 * pck.std(ddof=1) / math.sqrt(len(pck))
     assert abs(pruned.best.value - full.best.value) <= noise
     # an early-stopped trial never becomes the best, and keeps out of exports

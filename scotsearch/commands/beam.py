@@ -31,6 +31,7 @@ from scotsearch.search.beam import Subset
 from scotsearch.search.beam import beam_search
 from scotsearch.search.beam import subset_key
 from scotsearch.study import add_layer_trial
+from scotsearch.study import evaluator_identity
 from scotsearch.study import check_identity
 from scotsearch.study import completed_trials
 from scotsearch.study import describe_storage
@@ -160,18 +161,9 @@ def beam_identity(
     ``max_layers`` and ``chunk`` are left out on purpose: the beam of the first depths does
     not depend on them, so a finished study may be continued deeper.
     """
-    desc = evaluator.source.describe()
     return {
         "kind": "beam",
-        "dataset": evaluator.dataset.name,
-        "split": evaluator.dataset.split,
-        "backbone": evaluator.source.backbone,
-        "weights": str(desc.get("weights", "")),
-        "weights_digest": str(desc.get("weights_digest", "")),
-        "compat": evaluator.profile.name,
-        "image_side": int(evaluator.profile.image_side),
-        "alpha": float(evaluator.alphas[0]),
-        "thres": evaluator.thres,
+        **evaluator_identity(evaluator),
         "match": evaluator.match.to_dict(),
         "algorithm": "reference" if reference else "fixed",
         "beam": int(beam),
@@ -409,6 +401,7 @@ def run(args: argparse.Namespace) -> int:
     from scotsearch.commands.common import open_dataset
     from scotsearch.commands.common import profile_from_args
     from scotsearch.commands.common import resolve_device
+    from scotsearch.commands.common import resolve_precision
     from scotsearch.layers import n_layers
 
     if args.algorithm == "auto":
@@ -434,7 +427,7 @@ def run(args: argparse.Namespace) -> int:
     source = feature_source(args, device)
     evaluator = Evaluator(
         dataset, source, match=match, profile=profile, alphas=alphas, thres=args.thres,
-        device=device,
+        device=device, precision=resolve_precision(args.precision, device),
     )
     name = args.study or default_study_name(
         dataset.name, dataset.split, source.backbone, match.variant, args.compat, reference

@@ -66,6 +66,11 @@ def add_match_args(p: argparse.ArgumentParser, *, variant: str) -> None:
     g.add_argument("--cam", default=None, choices=("none", "raw", "stair"),
                    help="transport marginals: uniform, raw CAM or staircase")
     g.add_argument("--eps", type=float, default=0.05, help="entropic regularisation (0.05)")
+    g.add_argument("--precision", default="auto",
+                   choices=("auto", "float32", "float16", "bfloat16"),
+                   help="dtype of the per-layer similarity terms summed per candidate "
+                        "(auto: float16 on CUDA, float32 on the CPU, where half precision is "
+                        "slower); transport, Hough and PCK always run in float32")
     g.add_argument("--n-iter", type=int, default=None,
                    help="Sinkhorn iterations (default 1 as SCOT's code; 50 with --compat paper)")
     g.add_argument("--exp1", type=float, default=None,
@@ -140,6 +145,14 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: CUDA is not available on this machine")
     return dev
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``--precision auto``: float16 terms on a GPU (half the memory traffic, same ranking;
+    see tests/test_evaluator.py), float32 on a CPU (no fast half-precision matmul there)."""
+    if name == "auto":
+        return "float16" if device.type == "cuda" else "float32"
+    return name
 
 
 def open_dataset(args: argparse.Namespace) -> Dataset:

@@ -23,6 +23,7 @@ from scotsearch.layers import layers_key
 from scotsearch.layers import parse_layers
 from scotsearch.report import format_summary
 from scotsearch.report import summarize
+from scotsearch.study import environment
 
 
 HELP = "PCK of a layer subset and matching setting on a dataset split"
@@ -113,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
         log.warning("the config was scored with weights %s…; these are %s…",
                     cfg.weights_digest[:12], str(desc.get("weights_digest"))[:12])
     evaluator = Evaluator(dataset, source, match=match, profile=profile, alphas=alphas,
-                          thres=args.thres, device=device)
+                          thres=args.thres, device=device,
+                          precision=common.resolve_precision(args.precision, device))
     t0 = time.perf_counter()
     with tqdm(total=len(dataset.pairs), desc="evaluate", unit="pair", leave=False,
               disable=None) as bar:
@@ -132,6 +134,9 @@ def run(args: argparse.Namespace) -> int:
             "layers": list(layers),
             "match": match.to_dict(),
             "compat": profile.name,
+            "image_side": profile.image_side,
+            "precision": evaluator.precision,
+            "environment": environment(),
             "thres": evaluator.thres,
             "summary": summary,
             "seconds": elapsed,

@@ -116,6 +116,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from scotsearch._process import pid_alive
 from scotsearch.errors import ConfigError
 from scotsearch.errors import DataError
 
@@ -318,22 +319,8 @@ def _remove_dead_temporaries(root: Path, seed: int) -> None:
         pid_text = path.name[len(prefix) :].split("-", 1)[0]
         if not pid_text.isdigit():
             continue
-        if not _pid_alive(int(pid_text)):
+        if not pid_alive(int(pid_text)):
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    except OSError:
-        return True  # cannot tell: keep the folder
-    return True
 
 
 # ----------------------------------------------------------------------------------------

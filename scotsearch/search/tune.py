@@ -69,6 +69,7 @@ from scotsearch.errors import ScotsearchError
 from scotsearch.evaluate import Evaluator
 from scotsearch.layers import layers_key
 from scotsearch.study import check_identity
+from scotsearch.study import evaluator_identity
 from scotsearch.study import environment
 from scotsearch.study import open_storage
 from scotsearch.study import plain
@@ -134,15 +135,7 @@ def tune_identity(
     return plain(
         {
             "kind": "tune",
-            "dataset": evaluator.dataset.name,
-            "split": evaluator.dataset.split,
-            "backbone": evaluator.source.backbone,
-            "weights": str(desc.get("weights", "")),
-            "weights_digest": str(desc.get("weights_digest", "")),
-            "compat": evaluator.profile.name,
-            "image_side": int(evaluator.profile.image_side),
-            "alpha": float(evaluator.alphas[0]),
-            "thres": evaluator.thres,
+            **evaluator_identity(evaluator),
             "layers": "joint" if layers is None else layers_key(layers),
             "cache_key": str(desc.get("cache_key", desc.get("key", ""))),
             "space": space.digest(),
@@ -608,18 +601,10 @@ def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
 def run_config(study: optuna.Study, trial: FrozenTrial) -> RunConfig:
     """The exportable configuration of a tune trial (what ``scotsearch export`` writes)."""
     ident = study.user_attrs.get("identity") or {}
-    return RunConfig(
-        dataset=str(ident["dataset"]),
-        split=str(ident["split"]),
-        backbone=str(ident["backbone"]),
+    return RunConfig.from_identity(
+        ident,
         layers=tuple(int(v) for v in str(trial.user_attrs["layers"]).split(",")),
         match=MatchConfig.from_dict(trial.user_attrs["match"]),
-        weights=str(ident.get("weights", "")),
-        weights_digest=str(ident.get("weights_digest", "")),
-        compat=str(ident.get("compat", "scot")),
-        alpha=float(ident["alpha"]),
-        thres=str(ident["thres"]),
-        image_side=ident.get("image_side"),
     )
 
 
