@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,11 +31,12 @@ from scotsearch.search.beam import DepthResult
 from scotsearch.search.beam import Subset
 from scotsearch.search.beam import beam_search
 from scotsearch.search.beam import subset_key
+from scotsearch.search.race import out_of_beam
 from scotsearch.study import add_layer_trial
-from scotsearch.study import evaluator_identity
 from scotsearch.study import check_identity
 from scotsearch.study import completed_trials
 from scotsearch.study import describe_storage
+from scotsearch.study import evaluator_identity
 from scotsearch.study import environment
 from scotsearch.study import open_storage
 from scotsearch.study import open_study
@@ -70,6 +72,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--chunk", type=int, default=16,
                    help="candidates scored per evaluator call and stored together (default 16); "
                         "a kill loses at most one chunk")
+    g.add_argument("--race", type=float, default=None, metavar="Z",
+                   help="racing: stop scoring a candidate once Z standard errors of paired "
+                        "per-pair PCK differences put it out of the beam (e.g. 3; off by "
+                        "default; not with the reference algorithm). A kill then loses the "
+                        "current depth's unfinished work")
+    g.add_argument("--race-block", type=int, default=64,
+                   help="pairs scored between two racing checks (default 64)")
     add_data_args(p, split="val")
     add_backbone_args(p)
     # The references searched layers with CAM off (reference-behaviour.md §8).
@@ -155,6 +164,7 @@ def beam_identity(
     reference: bool,
     layer_ids: Sequence[int],
     pair_index: Sequence[int],
+    race: float | None = None,
 ) -> dict[str, Any]:
     """What a beam study's stored scores and candidates depend on (checked on resume).
 
@@ -170,6 +180,7 @@ def beam_identity(
         "search_layers": subset_key(layer_ids),
         "n_pairs": len(pair_index),
         "pairs_digest": _pairs_digest(evaluator, pair_index),
+        "race": race,
     }
 
 
@@ -246,6 +257,8 @@ def run_beam(
     chunk: int = 16,
     pair_index: Sequence[int] | None = None,
     progress: bool = False,
+    race: float | None = None,
+    race_block: int = 64,
 ) -> BeamOutcome:
     """Run (or resume) a beam search and store every scored candidate in a study.
 
@@ -261,6 +274,10 @@ def run_beam(
         chunk: candidates per evaluator call; each chunk is stored as soon as it is scored.
         pair_index: pairs to score on (default: all of the split).
         progress: show a progress bar per depth.
+        race: racing z (:mod:`scotsearch.search.race`); ``None``: every candidate is scored
+            on every pair. A depth's candidates are then scored together, block by block,
+            and stored when the depth ends.
+        race_block: pairs per racing block.
 
     Returns:
         The search result with layer ids, and the study.
@@ -284,12 +301,20 @@ def run_beam(
         pairs = [int(i) for i in pair_index]
     if not pairs:
         raise ConfigError("no pairs to score on")
+    if race is not None:
+        if not (race > 0 and math.isfinite(race)):
+            raise ConfigError(f"--race must be a positive number of standard errors, got {race}")
+        if reference:
+            raise ConfigError("--race is not available with the reference algorithm, which "
+                              "scores every candidate on every pair")
+        if race_block < 2:
+            raise ConfigError(f"--race-block must be >= 2 pairs, got {race_block}")
 
     st = storage if isinstance(storage, BaseStorage) else open_storage(storage)
     stud = open_study(study, st)
     check_identity(
         stud, beam_identity(evaluator, beam=beam, reference=reference, layer_ids=layer_ids,
-                            pair_index=pairs)
+                            pair_index=pairs, race=race)
     )
     stud.set_user_attr("environment", environment())
 
@@ -304,7 +329,9 @@ def run_beam(
     for t in completed_trials(stud, search="beam"):
         sub = tuple(int(v) for v in str(t.user_attrs["layers"]).split(","))
         if all(v in to_index for v in sub):
-            done.setdefault(tuple(to_index[v] for v in sub), float(t.value))
+            # A raced-out candidate has no full-split score: it ranks last (NaN).
+            value = float("nan") if t.user_attrs.get("pruned") else float(t.value)
+            done.setdefault(tuple(to_index[v] for v in sub), value)
     if done:
         log.info("study '%s': resuming with %d stored candidates", study, len(done))
 
@@ -332,6 +359,57 @@ def run_beam(
             }
         return [float(v) for v in mean]
 
+    depth_known: list[float] = []  # resumed full-split scores of the current depth
+
+    def depth_start(depth: int, subsets: list[Subset], n_todo: int) -> None:
+        depth_known[:] = [done[s] for s in subsets if s in done and not math.isnan(done[s])]
+        bar.depth_start(depth, subsets, n_todo)
+
+    def race_fn(subsets: list[Subset]) -> list[float]:
+        assert race is not None
+        n_pairs = len(pairs)
+        pck = np.zeros((len(subsets), n_pairs))  # per-pair PCK x 100
+        correct = np.zeros((len(subsets), n_pairs))
+        n_kps = np.zeros(n_pairs)
+        seen = np.zeros(len(subsets), dtype=np.int64)
+        walls = np.zeros(len(subsets))
+        alive = list(range(len(subsets)))
+        for start in range(0, n_pairs, race_block):
+            stop = min(start + race_block, n_pairs)
+            for c0 in range(0, len(alive), chunk):
+                part = alive[c0 : c0 + chunk]
+                bar.chunk_start(len(part))
+                t0 = time.perf_counter()
+                sc = evaluator.score([ids(subsets[i]) for i in part],
+                                     pair_index=pairs[start:stop], progress=bar.pair_done)
+                walls[part] += (time.perf_counter() - t0) / len(part)
+                pck[part, start:stop] = sc.pck[:, 0, :] * 100.0
+                correct[part, start:stop] = sc.n_correct[:, 0, :]
+                n_kps[start:stop] = sc.n_kps
+            seen[alive] = stop
+            if stop < n_pairs:
+                drop = out_of_beam(pck[alive, :stop], beam, race, known=depth_known)
+                alive = [i for i, d in zip(alive, drop) if not d]
+        out = []
+        for k, s in enumerate(subsets):
+            n = int(seen[k])
+            # the same arithmetic as Scores.mean(), so a finished candidate's score equals
+            # the unraced search's to the last bit
+            mean = float((correct[k, :n] / n_kps[:n]).mean() * 100.0)
+            raced = n < n_pairs
+            extras[s] = {
+                "pooled_pck": float(correct[k, :n].sum() / n_kps[:n].sum() * 100.0),
+                "per_category": {
+                    c: float(pck[k, ix[ix < n]].mean())
+                    for c, ix in cat_index.items() if (ix < n).any()
+                },
+                "wall_time": float(walls[k]),
+            }
+            if raced:
+                extras[s].update(pruned=True, pck_partial=mean, pairs=n)
+            out.append(float("nan") if raced else mean)
+        return out
+
     match_d = evaluator.match.to_dict()
 
     def on_scored(c: Candidate) -> None:
@@ -340,7 +418,9 @@ def run_beam(
             stud,
             layers=ids(c.layers),
             n_layers=n_all,
-            value=c.score,
+            # a raced-out candidate keeps its partial mean as the trial's value; its "pck"
+            # stays NaN and "pruned" keeps it out of results and exports
+            value=extra.get("pck_partial", c.score),
             user_attrs={
                 "search": "beam",
                 "layers": subset_key(ids(c.layers)),
@@ -355,15 +435,16 @@ def run_beam(
 
     try:
         result = beam_search(
-            score_fn,
+            score_fn if race is None else race_fn,
             n_layers=len(layer_ids),
             beam=beam,
             max_layers=max_layers,
             reference=reference,
             done=done,
-            chunk=chunk,
+            # racing needs a depth's candidates together
+            chunk=chunk if race is None else None,
             on_scored=on_scored,
-            on_depth_start=bar.depth_start,
+            on_depth_start=depth_start,
             on_depth_end=bar.depth_end,
         )
     finally:
@@ -445,7 +526,8 @@ def run(args: argparse.Namespace) -> int:
             outcome = run_beam(
                 evaluator, study=name, storage=storage, beam=args.beam,
                 max_layers=args.max_layers, reference=reference, layers=layer_ids,
-                chunk=args.chunk, progress=not args.quiet,
+                chunk=args.chunk, progress=not args.quiet, race=args.race,
+                race_block=args.race_block,
             )
     except KeyboardInterrupt:
         log.warning("stopped; every finished chunk is stored, run the same command to resume")
