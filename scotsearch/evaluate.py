@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from collections.abc import Iterator
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,6 +154,27 @@ class Evaluator:
             thr=float(thr),
         )
 
+    def _prefetched(
+        self, idx: Sequence[int], needed: tuple[int, ...], need_cam: bool
+    ) -> Iterator[_PreparedPair]:
+        """The prepared pairs of ``idx`` in order, each read while the one before is scored.
+
+        Reading a pair's cached layers (disk, decode, CRC) overlaps the matching of the
+        previous pair, so a cache larger than the page cache does not starve the device. One
+        reader thread: the source is only ever used by one thread at a time.
+        """
+        if len(idx) < 2:
+            for p in idx:
+                yield self._prepare(self.pairs[p], needed, need_cam)
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scotsearch-read") as pool:
+            ahead = pool.submit(self._prepare, self.pairs[idx[0]], needed, need_cam)
+            for k in range(len(idx)):
+                prep = ahead.result()  # re-raises a reader's error (bad file, bad keypoints)
+                if k + 1 < len(idx):
+                    ahead = pool.submit(self._prepare, self.pairs[idx[k + 1]], needed, need_cam)
+                yield prep
+
     def _grid(self, feats: ImageFeatures, base: int) -> Grid:
         spec = self.specs[base]
         h, w = feats.layers[base].shape[-2:]
@@ -201,8 +224,7 @@ class Evaluator:
         n_correct = np.zeros((len(subs), len(self.alphas), len(idx)), dtype=np.int64)
         n_kps = np.zeros(len(idx), dtype=np.int64)
         with torch.no_grad():
-            for p_pos, p in enumerate(idx):
-                prep = self._prepare(self.pairs[p], needed, need_cam)
+            for p_pos, prep in enumerate(self._prefetched(idx, needed, need_cam)):
                 n_kps[p_pos] = prep.src_kps.shape[0]
                 for members in by_grid.values():
                     group = [subs[k] for k in members]

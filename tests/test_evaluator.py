@@ -86,3 +86,53 @@ def test_reduced_precision_terms_keep_the_ranking(precision: str) -> None:
     low = Evaluator(ds, src, precision=precision, **kw).score(subsets).mean()[:, 0]
     assert np.argmax(low) == np.argmax(full)
     assert np.abs(low - full).max() <= 5.0
+
+
+class _WatchedSource:
+    """Records the order of reads, and how many run at once; fails on one chosen image."""
+
+    def __init__(self, inner: SyntheticSource, fail_on: str | None = None) -> None:
+        import threading
+
+        self.inner, self.backbone, self.fail_on = inner, inner.backbone, fail_on
+        self.order: list[str] = []
+        self.busy = 0
+        self.most = 0
+        self.lock = threading.Lock()
+
+    def get(self, path, layer_ids, *, need_cam):
+        import time
+
+        from scotsearch.errors import DataError
+
+        with self.lock:
+            self.busy += 1
+            self.most = max(self.most, self.busy)
+        try:
+            time.sleep(0.002)  # give a second reader, if there were one, time to overlap
+            self.order.append(str(path))
+            if self.fail_on is not None and str(path) == self.fail_on:
+                raise DataError(f"cannot decode {path}")
+            return self.inner.get(path, layer_ids, need_cam=need_cam)
+        finally:
+            with self.lock:
+                self.busy -= 1
+
+    def describe(self):
+        return self.inner.describe()
+
+
+def test_prefetched_reads_keep_pair_order_one_reader_and_raise_errors() -> None:
+    from scotsearch.errors import DataError
+
+    ev = _evaluator("ot-rhm")
+    plain = ev.score([(0, 2), (5,)], pair_index=[3, 0, 5, 1])
+    watched = _WatchedSource(ev.source)
+    ev.source = watched
+    again = ev.score([(0, 2), (5,)], pair_index=[3, 0, 5, 1])
+    np.testing.assert_array_equal(plain.n_correct, again.n_correct)
+    expected = [str(x) for p in (3, 0, 5, 1) for x in (ev.pairs[p].src_path, ev.pairs[p].trg_path)]
+    assert watched.order == expected and watched.most == 1
+    ev.source = _WatchedSource(watched.inner, fail_on=str(ev.pairs[5].trg_path))
+    with pytest.raises(DataError, match="cannot decode"):
+        ev.score([(0, 2)], pair_index=[3, 0, 5, 1])
