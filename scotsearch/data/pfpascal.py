@@ -171,17 +171,8 @@ def _ncnet_pair(csv_path: Path, n: int, row: list[str], cols: list[int], images:
     counts = "/".join(str(len(v)) for v in (xa, ya, xb, yb))
     if not len(xa) == len(ya) == len(xb) == len(yb):
         raise DataError(f"{csv_path}:{n}: mismatched keypoint counts XA/YA/XB/YB = {counts}")
-    src_kps, trg_kps = np.stack([xa, ya], 1), np.stack([xb, yb], 1)
-    keep = np.isfinite(src_kps).all(1) & np.isfinite(trg_kps).all(1)
-    pair = Pair(
-        pair_id=pair_id,
-        category=category,
-        src_path=src_path,
-        trg_path=trg_path,
-        src_kps=src_kps[keep],
-        trg_kps=trg_kps[keep],
-        thres_kind="img",
-    )
+    pair = _visible_pair(pair_id, category, src_path, trg_path,
+                         np.stack([xa, ya], 1), np.stack([xb, yb], 1))
     return _checked(pair, f"{csv_path}:{n}")
 
 
@@ -205,20 +196,24 @@ def _hpf_pair(csv_path: Path, n: int, row: list[str], images: Path, mats: _MatRe
             f"{csv_path}:{n}: {src_mat} has {len(src_kps)} keypoints but {trg_mat} has "
             f"{len(trg_kps)}"
         )
+    pair = _visible_pair(pair_id, category, src_path, trg_path, src_kps, trg_kps,
+                         src_bbox=src_bbox, trg_bbox=trg_bbox)
+    return _checked(pair, f"{csv_path}:{n}")
+
+
+def _visible_pair(
+    pair_id: str, category: str, src_path: Path, trg_path: Path,
+    src_kps: np.ndarray, trg_kps: np.ndarray,
+    src_bbox: np.ndarray | None = None, trg_bbox: np.ndarray | None = None,
+) -> Pair:
     # NaN marks a part invisible in that image; keep the parts visible in both, in order.
+    # PF-PASCAL's PCK threshold is the image size (both references).
     keep = np.isfinite(src_kps).all(1) & np.isfinite(trg_kps).all(1)
-    pair = Pair(
-        pair_id=pair_id,
-        category=category,
-        src_path=src_path,
-        trg_path=trg_path,
-        src_kps=src_kps[keep],
-        trg_kps=trg_kps[keep],
-        src_bbox=src_bbox,
-        trg_bbox=trg_bbox,
+    return Pair(
+        pair_id=pair_id, category=category, src_path=src_path, trg_path=trg_path,
+        src_kps=src_kps[keep], trg_kps=trg_kps[keep], src_bbox=src_bbox, trg_bbox=trg_bbox,
         thres_kind="img",
     )
-    return _checked(pair, f"{csv_path}:{n}")
 
 
 def _checked(pair: Pair, where: str) -> Pair:
