@@ -121,8 +121,10 @@ def storage_exists(url: str) -> bool:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Per connection: wait up to 60 s for another process's write lock instead of failing
-    # with "database is locked", and use WAL so readers (the dashboard, `scotsearch studies`)
-    # never block the writer. WAL persists in the file; setting it again is a no-op.
+    # with "database is locked", and use WAL so that outside readers (the dashboard, plain
+    # sqlite3) never block a writer. scotsearch's own sessions all take the write lock at
+    # BEGIN (below), so they queue one after another; each is a few milliseconds long.
+    # WAL persists in the file; setting it again is a no-op.
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA busy_timeout=60000")
