@@ -31,6 +31,7 @@ from typing import Any
 import torch
 import torchvision
 
+from scotsearch._io import atomic_write
 from scotsearch._version import __version__
 from scotsearch.backbones import Backbone
 from scotsearch.backbones import extract_features
@@ -38,7 +39,6 @@ from scotsearch.backbones import load_backbone
 from scotsearch.cache_format import ENTRY_SUFFIX
 from scotsearch.cache_format import CacheKey
 from scotsearch.cache_format import EntryError
-from scotsearch.cache_format import atomic_write
 from scotsearch.cache_format import encode_entry
 from scotsearch.cache_format import file_sha256
 from scotsearch.cache_format import make_key

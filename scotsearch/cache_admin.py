@@ -17,15 +17,15 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-from scotsearch._process import pid_alive
+from scotsearch._io import TMP_SUFFIX
+from scotsearch._io import parse_tmp_owner
+from scotsearch._io import pid_alive
 from scotsearch.cache_format import ENTRY_SUFFIX
 from scotsearch.cache_format import FEATURE_SCHEMA_VERSION
-from scotsearch.cache_format import TMP_SUFFIX
 from scotsearch.cache_format import EntryError
 from scotsearch.cache_format import canonical_json
 from scotsearch.cache_format import key_from_fields
 from scotsearch.cache_format import make_key
-from scotsearch.cache_format import parse_tmp_owner
 from scotsearch.cache_format import quick_check
 from scotsearch.cache_format import read_entry
 from scotsearch.config import Profile

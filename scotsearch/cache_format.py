@@ -1,4 +1,4 @@
-"""On-disk format of the feature cache: keys, entry files, checks and atomic writes.
+"""On-disk format of the feature cache: keys, entry files and their checks.
 
 Layout (ecosystem.md §3.3)::
 
@@ -23,9 +23,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import socket
-import tempfile
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -57,7 +54,6 @@ LAYER_SCHEME = (
 
 FORMAT_NAME = "scotsearch-features"
 ENTRY_SUFFIX = ".safetensors"
-TMP_SUFFIX = ".tmp"
 #: Largest finite float16.
 FP16_MAX = 65504.0
 
@@ -355,46 +351,3 @@ def quick_check(path: Path, key: str, image_sha: str | None = None) -> None:
         raise EntryError(path, "written for another cache key")
     if image_sha is not None and meta.get("image_sha256") != image_sha:
         raise EntryError(path, "written for another image")
-
-
-def tmp_name(final: Path) -> str:
-    """Prefix of a temporary file for ``final``: hidden, with host and pid of the writer.
-
-    ``cache --prune`` deletes temporaries whose writer (on this host) is gone.
-    """
-    return f".{final.name}.{socket.gethostname()}.{os.getpid()}."
-
-
-def atomic_write(final: Path, data: bytes | str, *, fsync: bool = True) -> None:
-    """Write ``data`` to ``final`` so that readers see the old file, or all of the new one.
-
-    A temporary file in the same folder (same file system, so the rename is atomic) is
-    written, flushed and fsync'ed, then renamed over ``final`` with ``os.replace``. A writer
-    killed at any point leaves at most a hidden ``*.tmp`` file, never a partial ``final``.
-    Concurrent writers of the same entry are harmless: the last rename wins and both wrote
-    the same content.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=tmp_name(final), suffix=TMP_SUFFIX, dir=final.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
-            fh.flush()
-            if fsync:
-                os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def parse_tmp_owner(name: str) -> tuple[str, int] | None:
-    """``(host, pid)`` of the writer that named a temporary file, or ``None``."""
-    if not (name.startswith(".") and name.endswith(TMP_SUFFIX)):
-        return None
-    parts = name[: -len(TMP_SUFFIX)].split(".")
-    # "", <sha>, "safetensors"|"json", host..., pid, random: the host may contain dots.
-    try:
-        return ".".join(parts[3:-2]), int(parts[-2])
-    except (IndexError, ValueError):
-        return None

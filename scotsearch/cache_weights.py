@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torchvision
 
-from scotsearch.cache_format import atomic_write
+from scotsearch._io import atomic_write
 from scotsearch.cache_format import canonical_json
 
 
