@@ -48,13 +48,13 @@ from scotsearch.cache_format import roundtrip
 from scotsearch.cache_weights import DIGESTS_FILE
 from scotsearch.cache_weights import DigestBook
 from scotsearch.cache_weights import WeightsRef
-from scotsearch.cache_weights import imagenet_checkpoint
 from scotsearch.cache_weights import weights_ref
 from scotsearch.config import Profile
 from scotsearch.data.images import load_image
 from scotsearch.errors import DataError
 from scotsearch.errors import ScotsearchError
 from scotsearch.features import ImageFeatures
+from scotsearch.weights import imagenet_checkpoint
 
 
 __all__ = [

@@ -30,6 +30,8 @@ from scotsearch.cache_format import quick_check
 from scotsearch.cache_format import read_entry
 from scotsearch.config import Profile
 from scotsearch.errors import ScotsearchError
+from scotsearch.weights import description_file
+from scotsearch.weights import spelling_of
 
 
 logger = logging.getLogger(__name__)
@@ -174,15 +176,10 @@ def _current_digest(backbone: str, description: str, book: Any) -> tuple[str, st
     from scotsearch.backbones import load_backbone
     from scotsearch.cache import weights_ref
 
-    if description.startswith("file:"):
-        path = Path(description[len("file:"):])
-        if not path.is_file():
-            return "gone", None
-        weights: str | None = str(path)
-    elif description == "IMAGENET1K_V1":
-        weights = None
-    else:
-        weights = description
+    path = description_file(description)
+    if path is not None and not path.is_file():
+        return "gone", None
+    weights = spelling_of(description)
     ref = weights_ref(backbone, weights, 0)
     if ref.identity is None:
         return "unknown", None  # e.g. no local ImageNet checkpoint: cannot tell, keep
