@@ -53,6 +53,11 @@ def parse_tmp_owner(name: str) -> tuple[str, int] | None:
         return None
 
 
+def temporaries(folder: Path) -> list[Path]:
+    """Every temporary file :func:`atomic_write` may have left under ``folder``, sorted."""
+    return sorted(folder.rglob(f".*{TMP_SUFFIX}")) if folder.is_dir() else []
+
+
 def atomic_write(final: Path, data: bytes | str, *, fsync: bool = True) -> None:
     """Write ``data`` to ``final`` so that readers see the old file, or all of the new one.
 

@@ -1,15 +1,16 @@
 """Identifying ``--weights`` without loading them, for the feature cache's key.
 
 The cache key needs the digest of the weights (never a symbolic name), but a fully cached
-search should not even build the CNN. ``<cache>/features/weights.json`` therefore records ``identity -> digest``, where the identity of a checkpoint file (a
-``--weights FILE`` or the torch-hub ``IMAGENET1K_V1`` checkpoint, the file the backbone
-loader would read) is its resolved path, size and modification time, and the identity of
-random weights is the seed plus the torch and torchvision versions (their initialisers).
-A recorded identity gives the digest at once; anything else (no record, a touched file, no
-local ImageNet checkpoint) loads the backbone, which computes the digest from the loaded
-state dict, and records it. When a lazily loaded backbone disagrees with a recorded digest
-(a file rewritten with its old size and time), the command stops rather than mixing
-entries of two networks.
+search should not even build the CNN. The digest book (``<cache_dir>/features/weights.json``,
+:func:`~scotsearch.cache._format.digests_path`) therefore records ``identity -> digest``,
+where the identity of a checkpoint file (a ``--weights FILE`` or the torch-hub
+``IMAGENET1K_V1`` checkpoint, the file the backbone loader would read) is its resolved path,
+size and modification time, and the identity of random weights is the seed plus the torch
+and torchvision versions (their initialisers). A recorded identity gives the digest at
+once; anything else (no record, a touched file, no local ImageNet checkpoint) loads the
+backbone, which computes the digest from the loaded state dict, and records it. When a
+lazily loaded backbone disagrees with a recorded digest (a file rewritten with its old
+size and time), the command stops rather than mixing entries of two networks.
 """
 
 from __future__ import annotations
@@ -24,16 +25,13 @@ import torch
 import torchvision
 
 from scotsearch._io import atomic_write
-from scotsearch.cache_format import canonical_json
+from scotsearch.cache._format import canonical_json
 from scotsearch.weights import describe_weights
 from scotsearch.weights import imagenet_checkpoint
 from scotsearch.weights import parse_weights
 
 
 logger = logging.getLogger(__name__)
-
-#: File name of the digest book inside ``<cache_dir>/features``.
-DIGESTS_FILE = "weights.json"
 
 
 @dataclass(frozen=True)
@@ -104,12 +102,14 @@ class DigestBook:
             return {}
 
     def get(self, identity: dict[str, Any] | None) -> str | None:
+        """The recorded digest of ``identity`` (``None``: no record, or no identity)."""
         if identity is None:
             return None
         rec = self._load().get(canonical_json(identity))
         return rec.get("digest") if isinstance(rec, dict) else None
 
     def put(self, identity: dict[str, Any] | None, digest: str, description: str) -> None:
+        """Record ``identity -> digest`` (best effort: a read-only cache only logs)."""
         if identity is None:
             return
         data = self._load()
@@ -120,7 +120,9 @@ class DigestBook:
             logger.debug("cannot record weights digest in %s: %s", self.path, exc)
 
     def records(self) -> dict[str, dict[str, str]]:
+        """Every record: canonical identity JSON -> ``{"digest", "weights"}``."""
         return self._load()
 
     def replace(self, data: dict[str, dict[str, str]]) -> None:
+        """Replace the whole book with ``data`` (atomically)."""
         atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True), fsync=False)

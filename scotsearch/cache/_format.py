@@ -1,10 +1,15 @@
-"""On-disk format of the feature cache: keys, entry files and their checks.
+"""On-disk format of the feature cache: the layout's names, the keys, the entry files.
 
-Layout (ecosystem.md §3.3)::
+Every name of the layout is spelled here and nowhere else; the other cache modules build
+paths with the functions below. Layout (ecosystem.md §3.3)::
 
     <cache_dir>/features/weights.json                     weights identity -> digest records
     <cache_dir>/features/<key[:16]>/manifest.json         full key fields of the folder
     <cache_dir>/features/<key[:16]>/<sha[:2]>/<sha>.safetensors   one entry per image
+
+``cache_dir`` is the folder the user passes (``--cache-dir``); ``features_dir`` is its
+``features`` sub-folder; a *key folder* is ``features_dir/<key[:16]>``. Temporary files
+(``.<name>.<host>.<pid>.<random>.tmp``, :mod:`scotsearch._io`) sit next to what they replace.
 
 An entry is one safetensors file per image (``sha`` = SHA-256 of the image file bytes)
 holding a float16 tensor ``layer_NN`` per layer id at its native resolution and the float32
@@ -52,10 +57,73 @@ LAYER_SCHEME = (
     "after the residual add and before its ReLU"
 )
 
+#: The ``format`` field of every entry's metadata.
 FORMAT_NAME = "scotsearch-features"
-ENTRY_SUFFIX = ".safetensors"
 #: Largest finite float16.
 FP16_MAX = 65504.0
+
+#: Sub-folder of ``--cache-dir`` holding the features (``cache/`` also holds the demo data).
+FEATURES_DIR = "features"
+#: The weights digest book (:class:`~scotsearch.cache.DigestBook`) in the features folder.
+DIGESTS_FILE = "weights.json"
+#: A key folder's full key fields, versions and the weights spellings seen, as JSON.
+MANIFEST = "manifest.json"
+ENTRY_SUFFIX = ".safetensors"
+#: Hex digits of the key digest naming its folder (the full digest is checked on reads).
+KEY_FOLDER_DIGITS = 16
+#: Hex digits of the image digest naming the sub-folder of its entry.
+SHARD_DIGITS = 2
+
+
+# -------------------------------------------------------------------------------- layout
+def features_dir_of(cache_dir: Path) -> Path:
+    """The features folder of the cache folder ``cache_dir`` (``--cache-dir``)."""
+    return Path(cache_dir) / FEATURES_DIR
+
+
+def digests_path(features_dir: Path) -> Path:
+    """The weights digest book of a features folder."""
+    return Path(features_dir) / DIGESTS_FILE
+
+
+def key_folder_name(digest: str) -> str:
+    """Name of the key folder of a full key digest."""
+    return digest[:KEY_FOLDER_DIGITS]
+
+
+def key_folders(features_dir: Path) -> list[Path]:
+    """The key folders of a features folder, sorted (hidden names are not key folders)."""
+    if not features_dir.is_dir():
+        return []
+    return sorted(p for p in features_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def manifest_path(folder: Path) -> Path:
+    """The manifest of a key folder."""
+    return folder / MANIFEST
+
+
+def entry_path(folder: Path, image_sha: str) -> Path:
+    """Entry file of an image (by the SHA-256 of its bytes) in a key folder."""
+    return folder / image_sha[:SHARD_DIGITS] / f"{image_sha}{ENTRY_SUFFIX}"
+
+
+def entry_files(folder: Path) -> list[Path]:
+    """The entry files of a key folder, sorted."""
+    return sorted(folder.glob(f"{'?' * SHARD_DIGITS}/*{ENTRY_SUFFIX}"))
+
+
+def entry_sha(path: Path) -> str:
+    """The image digest an entry file is named after."""
+    return path.name[: -len(ENTRY_SUFFIX)]
+
+
+def in_its_shard(path: Path) -> bool:
+    """The entry file sits in the sub-folder its image digest names."""
+    return path.parent.name == entry_sha(path)[:SHARD_DIGITS]
+
+
+# ---------------------------------------------------------------------------------- keys
 
 
 class EntryError(Exception):
@@ -87,10 +155,11 @@ class CacheKey:
     @property
     def short(self) -> str:
         """Folder name: the first 16 hex digits (the full digest is checked on every read)."""
-        return self.digest[:16]
+        return key_folder_name(self.digest)
 
     @property
     def backbone(self) -> str:
+        """The backbone name the key was made for."""
         return str(self.fields["backbone"])
 
 
@@ -123,13 +192,14 @@ def key_fields(backbone: str, weights_digest: str, profile: Profile) -> dict[str
 
 
 def make_key(backbone: str, weights_digest: str, profile: Profile) -> CacheKey:
-    fields = key_fields(backbone, weights_digest, profile)
-    return CacheKey(fields=fields, digest=hashlib.sha256(canonical_json(fields).encode()).hexdigest())
+    """The extractor key of a backbone, its weights (by digest) and a profile."""
+    return key_from_fields(key_fields(backbone, weights_digest, profile))
 
 
 def key_from_fields(fields: dict[str, Any]) -> CacheKey:
     """The key a folder's manifest describes (digest recomputed from the stored fields)."""
-    return CacheKey(fields=fields, digest=hashlib.sha256(canonical_json(fields).encode()).hexdigest())
+    digest = hashlib.sha256(canonical_json(fields).encode()).hexdigest()
+    return CacheKey(fields=fields, digest=digest)
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -144,7 +214,9 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+# -------------------------------------------------------------------------------- entries
 def layer_name(layer_id: int) -> str:
+    """Name of a layer's tensor in an entry."""
     return f"layer_{layer_id:02d}"
 
 
@@ -181,7 +253,7 @@ def encode_layer(x: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 
 def decode_layer(stored: torch.Tensor, k: int) -> torch.Tensor:
-    """The map as read back: float16 when ``k == 0``, else exactly ``stored * 2**k`` in float32."""
+    """The map as read back: float16 when ``k == 0``, else exactly ``stored * 2**k`` (float32)."""
     return stored if k == 0 else stored.to(torch.float32) * 2.0**k
 
 
@@ -193,8 +265,8 @@ def roundtrip(feats: ImageFeatures) -> ImageFeatures:
     """
     layers = {l: decode_layer(*encode_layer(v)) for l, v in feats.layers.items()}
     cam = None if feats.cam is None else feats.cam.detach().to("cpu", torch.float32).contiguous()
-    return ImageFeatures(layers=layers, image_size=tuple(feats.image_size), ratio=float(feats.ratio),
-                         orig_size=tuple(feats.orig_size), cam=cam)
+    return ImageFeatures(layers=layers, image_size=tuple(feats.image_size),
+                         ratio=float(feats.ratio), orig_size=tuple(feats.orig_size), cam=cam)
 
 
 def encode_entry(
@@ -237,8 +309,8 @@ def encode_entry(
         "checksums": canonical_json({name: _crc(t) for name, t in tensors.items()}),
         "source": source,
     }
-    out = ImageFeatures(layers=decoded, image_size=tuple(feats.image_size), ratio=float(feats.ratio),
-                        orig_size=tuple(feats.orig_size), cam=cam)
+    out = ImageFeatures(layers=decoded, image_size=tuple(feats.image_size),
+                        ratio=float(feats.ratio), orig_size=tuple(feats.orig_size), cam=cam)
     return st_save(tensors, metadata=meta), out
 
 
@@ -284,7 +356,8 @@ def read_entry(
             if meta.get("format") != FORMAT_NAME:
                 raise EntryError(path, "not a scotsearch feature entry")
             if meta.get("schema") != str(FEATURE_SCHEMA_VERSION):
-                raise EntryError(path, f"schema {meta.get('schema')} != {FEATURE_SCHEMA_VERSION}")
+                raise EntryError(
+                    path, f"schema {meta.get('schema')} != {FEATURE_SCHEMA_VERSION}")
             if key is not None and meta.get("key") != key:
                 raise EntryError(path, "written for another cache key")
             if image_sha is not None and meta.get("image_sha256") != image_sha:
@@ -321,7 +394,8 @@ def read_entry(
         raise
     except EntryError:
         raise
-    except (SafetensorError, OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError,
+            json.JSONDecodeError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise EntryError(path, f"unreadable ({reason})") from exc
 
