@@ -68,6 +68,7 @@ FEATURES_DIR = "features"
 DIGESTS_FILE = "weights.json"
 #: A key folder's full key fields, versions and the weights spellings seen, as JSON.
 MANIFEST = "manifest.json"
+#: Suffix of an entry file (its stem is the image digest).
 ENTRY_SUFFIX = ".safetensors"
 #: Hex digits of the key digest naming its folder (the full digest is checked on reads).
 KEY_FOLDER_DIGITS = 16
@@ -124,17 +125,6 @@ def in_its_shard(path: Path) -> bool:
 
 
 # ---------------------------------------------------------------------------------- keys
-
-
-class EntryError(Exception):
-    """An entry file exists but is not a valid entry for the expected key and image."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = Path(path)
-        self.reason = reason
-
-
 def canonical_json(obj: Any) -> str:
     """Sorted-key, whitespace-free JSON: the byte string a key digest is taken over."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
@@ -215,6 +205,15 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
 
 
 # -------------------------------------------------------------------------------- entries
+class EntryError(Exception):
+    """An entry file exists but is not a valid entry for the expected key and image."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
 def layer_name(layer_id: int) -> str:
     """Name of a layer's tensor in an entry."""
     return f"layer_{layer_id:02d}"
