@@ -1,24 +1,12 @@
-"""Whether a writer process is still alive (for stale lock and temporary-file clean-up)."""
+"""Compatibility shim: ``pid_alive`` moved to :mod:`scotsearch._io`.
+
+Kept only while ``scotsearch/data/demo.py`` (split in parallel, out of this change's scope)
+still imports it from here; delete this file once demo imports ``scotsearch._io``.
+"""
 
 from __future__ import annotations
 
-import os
+from scotsearch._io import pid_alive
 
 
-def pid_alive(pid: int) -> bool:
-    """``True`` unless process ``pid`` of this host is known to be gone.
-
-    Doubtful cases answer ``True``: removing a live writer's files would corrupt its work,
-    keeping a dead one's only wastes space until the next clean-up.
-    """
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    except OSError:
-        return True  # cannot tell
-    return True
+__all__ = ["pid_alive"]

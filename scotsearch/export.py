@@ -12,15 +12,14 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
 
+from scotsearch._io import atomic_write
 from scotsearch.config import RUN_COLUMNS
 from scotsearch.config import MatchConfig
 from scotsearch.config import RunConfig
@@ -110,13 +109,5 @@ def write_csv(rows: Sequence[dict[str, Any]], path: str | Path | None = None) ->
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # UTF-8, newlines as written, no fsync: what the export always wrote.
+    atomic_write(Path(path), text, fsync=False)
