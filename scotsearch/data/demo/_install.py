@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scotsearch._process import pid_alive
+from scotsearch._io import pid_alive
 from scotsearch.data.demo._spair_files import _GENERATOR
 from scotsearch.data.demo._spair_files import DEMO_VERSION
 from scotsearch.data.demo._spair_files import MANIFEST_NAME
