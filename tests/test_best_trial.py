@@ -26,8 +26,8 @@ from scotsearch.config import MatchConfig
 from scotsearch.config import get_profile
 from scotsearch.evaluate import Evaluator
 from scotsearch.export import export_rows
-from scotsearch.search.tune import best_layers_of
 from scotsearch.search.tune import run_tune
+from scotsearch.study import best_layers_of
 from scotsearch.testing import SyntheticSource
 from scotsearch.testing import synthetic_dataset
 
@@ -97,7 +97,7 @@ def test_each_caller_keeps_its_best(tmp_path: Path, kind: str) -> None:
 
 
 def test_the_beam_result_is_the_study_best(tmp_path: Path) -> None:
-    from scotsearch.commands.beam import run_beam
+    from scotsearch.search.beam_study import run_beam
 
     ds = synthetic_dataset(2, image_hw=(32, 48), n_kps=5, seed=1)
     src = SyntheticSource("resnet50", informative=(1, 3), image_hw=(32, 48))
