@@ -127,11 +127,14 @@ def _check_race(race: float | None, *, reference: bool, race_block: int) -> None
         raise ConfigError(f"--race-block must be >= 2 pairs, got {race_block}")
 
 
-def _stored_scores(study: optuna.Study, to_index: dict[int, int]) -> dict[Subset, float]:
+def _stored_scores(
+    study: optuna.Study, to_index: dict[int, int]
+) -> dict[str | Subset, float]:
     # The study's beam candidates as index subsets, for the algorithm's `done`; candidates
     # with a layer outside the searched ids are not this search's.
-    done: dict[Subset, float] = {}
+    done: dict[str | Subset, float] = {}
     for t in completed_trials(study, search="beam"):
+        assert t.value is not None  # completed_trials keeps valued trials only
         sub = tuple(int(v) for v in str(t.user_attrs["layers"]).split(","))
         if all(v in to_index for v in sub):
             # A raced-out candidate has no full-split score: it ranks last (NaN).

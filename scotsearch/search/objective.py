@@ -118,10 +118,16 @@ class TuneObjective:
         self.trials_run = 0
 
     def __call__(self, trial: optuna.trial.BaseTrial) -> float:
-        live = isinstance(trial, optuna.trial.Trial)
-        if live and self.stale_after is not None:
+        """Score one trial (a live trial of a study, or a ``FixedTrial``): its mean PCK x 100."""
+        if isinstance(trial, optuna.trial.Trial):
+            return self._run_live(trial)
+        return self._evaluate(trial)
+
+    def _run_live(self, trial: optuna.trial.Trial) -> float:
+        # A trial of a study: sweep crashed trials, check the budget, beat while scoring.
+        if self.stale_after is not None:
             sweep_stale_trials(trial.study, stale_after=self.stale_after)
-        if live and self.n_total is not None and _surplus(trial.study, trial.number, self.n_total):
+        if self.n_total is not None and _surplus(trial.study, trial.number, self.n_total):
             # Another worker took the last slot between our budget check and this trial's
             # creation. NaN makes Optuna mark the trial FAIL without stopping the loop.
             trial.set_user_attr("surplus", True)
@@ -130,7 +136,7 @@ class TuneObjective:
             log.info("trial %d dropped: the study already has its %d trials", trial.number,
                      self.n_total)
             return float("nan")
-        if live and self.heartbeat is not None:
+        if self.heartbeat is not None:
             with Heartbeat(trial.storage, trial._trial_id, self.heartbeat):
                 return self._evaluate(trial)
         return self._evaluate(trial)
@@ -141,6 +147,7 @@ class TuneObjective:
             trial, self.evaluator.match, joint_backbone=self.joint_backbone
         )
         layers = self.layers if joint_layers is None else joint_layers
+        assert layers is not None  # fixed subset, or the joint mode's draw
         self.trials_run += 1
         trial.set_user_attr("search", "tune")
         trial.set_user_attr("layers", layers_key(layers))

@@ -12,6 +12,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from typing import cast
 
 from scotsearch.errors import ConfigError
 from scotsearch.search.space import CAM_CHOICES
@@ -155,7 +156,8 @@ def space_from_dict(spec: Mapping[str, Any], *, source: str = "default") -> Tune
             widths=widths,
             decimals=decimals,
             eps=_range("eps", merged["eps"], integer=False),
-            n_iter=_range("n_iter", merged["n_iter"], integer=True),
+            # integer=True gives a Range of ints, an int or None
+            n_iter=cast("Range | int | None", _range("n_iter", merged["n_iter"], integer=True)),
             exp2=_range("exp2", merged["exp2"], integer=False),
             cam=cam,
             layers=layers,

@@ -56,7 +56,9 @@ class TuneResult:
     @property
     def improvement(self) -> float | None:
         """Best PCK minus the baseline's, in PCK points (``None`` if either is missing)."""
-        if self.best is None or self.baseline is None or self.baseline.value is None:
+        if self.best is None or self.best.value is None:
+            return None
+        if self.baseline is None or self.baseline.value is None:
             return None
         return float(self.best.value) - float(self.baseline.value)
 

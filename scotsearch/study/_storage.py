@@ -371,6 +371,7 @@ def list_studies(storage: BaseStorage | str | None) -> list[dict[str, Any]]:
     for s in optuna.get_all_study_summaries(storage=st, include_best_trial=False):
         ident = s.user_attrs.get("identity") or {}
         best = best_trial(optuna.load_study(study_name=s.study_name, storage=st))
+        value = None if best is None else best.value
         rows.append(
             {
                 "study": s.study_name,
@@ -379,7 +380,7 @@ def list_studies(storage: BaseStorage | str | None) -> list[dict[str, Any]]:
                 "split": ident.get("split", ""),
                 "backbone": ident.get("backbone", ""),
                 "trials": s.n_trials,
-                "best": None if best is None else float(best.value),
+                "best": None if value is None else float(value),
                 "layers": "" if best is None else str(best.user_attrs.get("layers", "")),
             }
         )

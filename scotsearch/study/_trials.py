@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution
 from optuna.distributions import IntDistribution
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
@@ -38,7 +39,7 @@ def layer_param(i: int) -> str:
     return f"L{int(i):02d}"
 
 
-def layer_distributions(n_layers: int) -> dict[str, IntDistribution]:
+def layer_distributions(n_layers: int) -> dict[str, BaseDistribution]:
     """One 0/1 integer parameter per layer.
 
     Args:
