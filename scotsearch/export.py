@@ -26,6 +26,7 @@ from scotsearch.config import RunConfig
 from scotsearch.errors import ScotsearchError
 from scotsearch.search.beam import as_subset
 from scotsearch.study import completed_trials
+from scotsearch.study import rank_key
 
 
 #: Columns after the configuration, in order (``pooled_pck`` only when some row has it).
@@ -36,7 +37,7 @@ def export_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """Every completed layer-subset trial of ``study`` as an export row, best first.
 
     Rows are sorted by PCK descending; ties put fewer layers first, then the earlier trial
-    (the beam search's own tie rule).
+    (:func:`scotsearch.study.rank_key`, the beam search's own tie rule).
 
     Raises:
         ScotsearchError: the study was not written by scotsearch (no ``identity``).
@@ -68,7 +69,7 @@ def export_rows(study: optuna.Study) -> list[dict[str, Any]]:
         for cat, value in sorted((attrs.get("per_category") or {}).items()):
             row[f"pck_{cat}"] = float(value)
         rows.append(row)
-    rows.sort(key=lambda r: (-r["pck"], len(str(r["layers"]).split(",")), r["trial"]))
+    rows.sort(key=lambda r: rank_key(r["pck"], r["layers"], r["trial"]))
     return rows
 
 
