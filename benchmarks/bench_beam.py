@@ -32,7 +32,7 @@ import torch
 
 from scotsearch.commands.beam import run_beam
 from scotsearch.config import MatchConfig
-from scotsearch.config import get_profile
+from scotsearch.presets import get_profile
 from scotsearch.data.pairs import Dataset
 from scotsearch.data.pairs import Pair
 from scotsearch.evaluate import Evaluator

@@ -21,7 +21,7 @@ import torch
 
 from scotsearch.commands.beam import run_beam
 from scotsearch.config import MatchConfig
-from scotsearch.config import get_profile
+from scotsearch.presets import get_profile
 from scotsearch.evaluate import Evaluator
 from scotsearch.testing import SyntheticSource
 from scotsearch.testing import synthetic_dataset

@@ -38,7 +38,7 @@ from scotsearch.cache_format import encode_layer
 from scotsearch.cache_format import make_key
 from scotsearch.cache_format import roundtrip
 from scotsearch.config import MatchConfig
-from scotsearch.config import get_profile
+from scotsearch.presets import get_profile
 from scotsearch.data.images import load_image
 from scotsearch.data.pairs import Dataset
 from scotsearch.data.pairs import Pair
@@ -108,7 +108,7 @@ WRITER = """
     from pathlib import Path
     from scotsearch.cache import open_source
     from scotsearch.cache_build import build_cache
-    from scotsearch.config import get_profile
+    from scotsearch.presets import get_profile
     {patch}
     profile = dataclasses.replace(get_profile("scot"), image_side=64)
     src = open_source(backbone="resnet50", weights="random", seed=0, profile=profile,

@@ -136,9 +136,10 @@ def _resolve(command: str, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> 
     seen: dict[str, Any] = {}
 
     def open_dataset(args: argparse.Namespace) -> Dataset:
-        # The readers' own exp2 (tests/test_data_readers.py pins them; demo is read as SPair).
+        # A dataset of the name, as the readers give it (tests/test_data_readers.py checks
+        # their default_exp2; the demo is read by the SPair reader under its own name).
         return Dataset(name=args.dataset, split=args.split or "test", root=Path("."), pairs=(),
-                       default_thres="bbox", default_exp2=EXP2[args.dataset])
+                       default_thres="bbox")
 
     class FakeEvaluator:
         def __init__(self, dataset: Dataset, source: Any, **kw: Any) -> None:

@@ -25,12 +25,14 @@ from scotsearch.commands.common import add_data_args
 from scotsearch.commands.common import add_match_args
 from scotsearch.errors import ConfigError
 from scotsearch.evaluate import Evaluator
+from scotsearch.presets import REFERENCE_COMPAT
+from scotsearch.presets import reference_algorithm
 from scotsearch.search.beam import BeamResult
 from scotsearch.search.beam import Candidate
 from scotsearch.search.beam import DepthResult
 from scotsearch.search.beam import Subset
 from scotsearch.search.beam import beam_search
-from scotsearch.search.beam import subset_key
+from scotsearch.layers import format_layers as subset_key
 from scotsearch.search.race import out_of_beam
 from scotsearch.study import add_layer_trial
 from scotsearch.study import check_identity
@@ -45,10 +47,6 @@ from scotsearch.study import open_study
 log = logging.getLogger(__name__)
 
 HELP = "beam search over hyperpixel layer subsets by validation PCK (resumable)"
-
-#: ``--compat`` values whose reference beam-search algorithm is reproduced.
-REFERENCE_COMPAT = ("scot", "hpf")
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("search")
@@ -81,8 +79,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pairs scored between two racing checks (default 64)")
     add_data_args(p, split="val")
     add_backbone_args(p)
-    # The references searched layers with CAM off (reference-behaviour.md §8).
-    add_match_args(p, variant="ot-rhm")
+    add_match_args(p, command="beam")
 
 
 @dataclass
@@ -485,13 +482,7 @@ def run(args: argparse.Namespace) -> int:
     from scotsearch.commands.common import resolve_precision
     from scotsearch.layers import n_layers
 
-    if args.algorithm == "auto":
-        reference = args.compat in REFERENCE_COMPAT
-    else:
-        reference = args.algorithm == "reference"
-    if args.compat == "hpf" and args.variant is None and args.sim is None:
-        # HPF's beam search scored with its own matcher: cosine similarity + RHM.
-        args.variant = "cos-rhm"
+    reference = reference_algorithm(args.compat, args.algorithm)
     layer_ids = None
     if args.layers is not None:
         layer_ids = _parse_layer_ranges(args.layers, n_layers(args.backbone))

@@ -14,7 +14,6 @@ from scotsearch.search.beam import Subset
 from scotsearch.search.beam import beam_search
 from scotsearch.search.beam import expand
 from scotsearch.search.beam import initial_candidates
-from scotsearch.search.beam import subset_key
 from scotsearch.search.beam import top_k
 
 
@@ -27,6 +26,5 @@ __all__ = [
     "beam_search",
     "expand",
     "initial_candidates",
-    "subset_key",
     "top_k",
 ]

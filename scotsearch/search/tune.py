@@ -67,7 +67,7 @@ from scotsearch.data.pairs import Dataset
 from scotsearch.errors import ConfigError
 from scotsearch.errors import ScotsearchError
 from scotsearch.evaluate import Evaluator
-from scotsearch.layers import layers_key
+from scotsearch.layers import format_layers as layers_key
 from scotsearch.study import check_identity
 from scotsearch.study import evaluator_identity
 from scotsearch.study import environment
