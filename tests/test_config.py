@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,20 @@ from scotsearch.commands import beam as beam_cmd
 from scotsearch.commands import common
 from scotsearch.commands import evaluate as evaluate_cmd
 from scotsearch.commands import tune as tune_cmd
+from scotsearch.config import DEFAULT_GAMMA
+from scotsearch.config import MatchConfig
 from scotsearch.data.pairs import Dataset
 from scotsearch.errors import ConfigError
+from scotsearch.layers import format_layers
+from scotsearch.presets import COMMAND_KINDS
+from scotsearch.presets import COMPAT_PRESETS
+from scotsearch.presets import DATASET_PRESETS
+from scotsearch.presets import CompatPreset
+from scotsearch.presets import dataset_exp2
+from scotsearch.presets import published_layers
+from scotsearch.presets import reference_algorithm
+from scotsearch.presets import resolve_match
+from scotsearch.presets import resolve_profile
 
 
 COMPATS = (None, "scot", "hpf", "paper")
@@ -226,3 +240,129 @@ def test_pinned_profiles_are_the_profile_fields() -> None:
 
     assert [f.name for f in dataclasses.fields(Profile)] == [
         "name", "image_side", "upsample_small", "prune_margin", "first_stair_always"]
+
+
+# --- the README's tables come from the library's --------------------------------------------
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _strip_note(text: str) -> str:
+    # "1 (SCOT's code)" -> "1": a trailing parenthesised remark is for the reader
+    return re.sub(r"\s*\([^()]*\)$", "", text.strip())
+
+
+def _readme_table(*start: str) -> tuple[list[str], dict[str, list[str]]]:
+    """(column headers, {row label: cells}) of the README table whose header starts so."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[: len(start)] == list(start):
+            break
+    else:
+        raise AssertionError(f"README has no table whose header starts with {start}")
+    header = [_strip_note(c) for c in cells[1:]]
+    rows: dict[str, list[str]] = {}
+    for line in lines[i + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        rows[_strip_note(cells[0])] = [_strip_note(c) for c in cells[1:]]
+    return header, rows
+
+
+def _resolve_as(row: list[str], header: list[str]) -> list[str]:
+    # "as `scot`" repeats the cell of column `scot`
+    out = []
+    for cell in row:
+        m = re.fullmatch(r"as `([^`]+)`", cell)
+        out.append(row[header.index(f"`{m.group(1)}`")] if m else cell)
+    return out
+
+
+def _variant_cell(*names: str) -> str:
+    return f"`{names[0]}`" if len(set(names)) == 1 else f"differs: {names}"
+
+
+COMPAT_ROWS: dict[str, Callable[[CompatPreset], str]] = {
+    "image resize": lambda c: (
+        f"longer side to {c.profile.image_side} always" if c.profile.upsample_small
+        else f"only shrinks images larger than {c.profile.image_side}"),
+    "hyperpixels whose receptive field leaves the image by more than a stride":
+        lambda c: "pruned" if c.profile.prune_margin else "kept",
+    "staircase at CAM exactly 0":
+        lambda c: f"{DEFAULT_GAMMA[0]:g}" if c.profile.first_stair_always else "0",
+    "Sinkhorn iterations": lambda c: str(c.n_iter),
+    "cosine exponent `exp1`": lambda c: f"{c.exp1:g}",
+    "default `--variant` of `evaluate` and `tune`":
+        lambda c: _variant_cell(c.variants["evaluate"], c.variants["tune"]),
+    "default `--variant` of `beam`": lambda c: _variant_cell(c.variants["beam"]),
+    "beam search algorithm": lambda c: "reference" if c.reference_beam else "fixed",
+}
+
+
+def test_readme_compat_table_is_the_presets_table() -> None:
+    header, rows = _readme_table("", "no `--compat` (default)")
+    columns = {"no `--compat`": None, **{f"`{k}`": k for k in COMPAT_PRESETS if k is not None}}
+    assert header == list(columns)
+    assert sorted(rows) == sorted(COMPAT_ROWS)
+    assert set(COMMAND_KINDS) == {"evaluate", "beam", "tune"}  # the rows name every kind
+    for label, cells in rows.items():
+        want = [COMPAT_ROWS[label](COMPAT_PRESETS[columns[h]]) for h in header]
+        assert _resolve_as(cells, header) == want, label
+
+
+def test_readme_dataset_table_is_the_presets_table() -> None:
+    header, rows = _readme_table("`--dataset`", "`exp2` (default)")
+    assert header == ["`exp2`", "layers without `--layers`, `resnet50`", "`resnet101`"]
+    assert sorted(rows) == sorted(f"`{d}`" for d in DATASET_PRESETS)
+    for label, cells in rows.items():
+        dataset = label.strip("`")
+        want = [f"{dataset_exp2(dataset):.1f}"] + [
+            f"`{format_layers(published_layers(dataset, bb))}`"
+            for bb in ("resnet50", "resnet101")
+        ]
+        got = [
+            rows[m.group(1)][k] if (m := re.fullmatch(r"as (`[^`]+`)", c)) else c
+            for k, c in enumerate(cells)
+        ]
+        assert got == want, label
+
+
+def test_readme_names_where_the_table_is() -> None:
+    text = README.read_text(encoding="utf-8")
+    assert "`COMPAT_PRESETS`" in text and "`DATASET_PRESETS`" in text
+    assert "`scotsearch/presets.py`" in text
+
+
+def test_library_resolution_matches_the_cli_defaults() -> None:
+    # what a library user gets without overrides is the pinned CLI default of each case
+    for command in COMMANDS:
+        for compat in COMPATS:
+            for dataset in DATASETS:
+                want = expected(command, compat, dataset, "none")
+                m = resolve_match(compat, dataset, command)
+                p = resolve_profile(compat)
+                assert m.to_dict() == want["match"]
+                assert (p.name, p.image_side, p.upsample_small, p.prune_margin,
+                        p.first_stair_always) == want["profile"]
+                if command == "beam":
+                    assert reference_algorithm(compat) == want["reference"]
+                else:
+                    assert format_layers(published_layers(dataset, "resnet101")) == want["layers"]
+
+
+def test_unknown_names_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="unknown compat mode 'x'"):
+        resolve_match("x", "spair", "beam")
+    with pytest.raises(ConfigError, match="unknown command kind"):
+        resolve_match(None, "spair", "search")
+    with pytest.raises(ConfigError, match="unknown variant"):
+        resolve_match(None, "spair", "beam", variant="ot")
+    with pytest.raises(ConfigError, match="unknown matching setting"):
+        resolve_match(None, "spair", "beam", n_iters=3)
+    with pytest.raises(ConfigError, match="no published layer set"):
+        published_layers("synthetic", "resnet50")
+    with pytest.raises(ConfigError, match="algorithm must be"):
+        reference_algorithm(None, "exact")
+    # a dataset the table does not list takes MatchConfig's exp2
+    assert resolve_match(None, "synthetic", "evaluate").exp2 == MatchConfig().exp2
