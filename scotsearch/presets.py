@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from scotsearch.config import SIM_NAMES
@@ -57,7 +58,9 @@ class CompatPreset:
 
 # The references searched layers with CAM off (reference-behaviour.md §8), and scored the
 # found subset with SCOT's full matcher.
-_SCOT_VARIANTS = {"evaluate": "ot-rhm-stair", "beam": "ot-rhm", "tune": "ot-rhm-stair"}
+_SCOT_VARIANTS = MappingProxyType(
+    {"evaluate": "ot-rhm-stair", "beam": "ot-rhm", "tune": "ot-rhm-stair"}
+)
 _SCOT = Profile(name="scot")
 
 #: One row per ``--compat`` value; ``None`` is no ``--compat``: SCOT's conventions with the
@@ -72,7 +75,7 @@ COMPAT_PRESETS: dict[str | None, CompatPreset] = {
     "hpf": CompatPreset(
         profile=Profile(name="hpf", upsample_small=False, prune_margin=True),
         n_iter=1, exp1=3.0, reference_beam=True,
-        variants={**_SCOT_VARIANTS, "beam": "cos-rhm"},
+        variants=MappingProxyType({**_SCOT_VARIANTS, "beam": "cos-rhm"}),
     ),
     "paper": CompatPreset(
         profile=Profile(name="paper", first_stair_always=False),
@@ -84,11 +87,6 @@ COMPAT_PRESETS: dict[str | None, CompatPreset] = {
 PROFILES: dict[str, Profile] = {
     name: preset.profile for name, preset in COMPAT_PRESETS.items() if name is not None
 }
-
-#: ``--compat`` values whose ``--algorithm auto`` is the references' beam search.
-REFERENCE_COMPAT = tuple(
-    name for name, preset in COMPAT_PRESETS.items() if name is not None and preset.reference_beam
-)
 
 
 @dataclass(frozen=True)

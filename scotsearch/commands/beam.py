@@ -25,7 +25,6 @@ from scotsearch.commands.common import add_data_args
 from scotsearch.commands.common import add_match_args
 from scotsearch.errors import ConfigError
 from scotsearch.evaluate import Evaluator
-from scotsearch.presets import REFERENCE_COMPAT
 from scotsearch.presets import reference_algorithm
 from scotsearch.search.beam import BeamResult
 from scotsearch.search.beam import Candidate
@@ -141,7 +140,7 @@ def default_study_name(
     name = f"beam-{dataset}-{split}-{backbone}-{variant}"
     if compat:
         name += f"-{compat}"
-    if reference != (compat in REFERENCE_COMPAT):
+    if reference != reference_algorithm(compat):
         name += "-reference" if reference else "-fixed"
     return name
 

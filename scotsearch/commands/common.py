@@ -14,6 +14,7 @@ from scotsearch.config import MatchConfig
 from scotsearch.config import Profile
 from scotsearch.data.pairs import Dataset
 from scotsearch.errors import ConfigError
+from scotsearch.presets import PROFILES
 from scotsearch.presets import default_variant
 from scotsearch.presets import resolve_match
 from scotsearch.presets import resolve_profile
@@ -47,7 +48,7 @@ def add_backbone_args(p: argparse.ArgumentParser) -> None:
                         "'random' (seeded random init) or a checkpoint FILE")
     g.add_argument("--seed", type=int, default=0, help="seed for random weights and the demo data")
     g.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
-    g.add_argument("--compat", default=None, choices=("scot", "hpf", "paper"),
+    g.add_argument("--compat", default=None, choices=tuple(PROFILES),
                    help="reproduce one reference's quirks exactly (see README, 'Compatibility')")
     g.add_argument("--image-side", type=int, default=None,
                    help="longer image side fed to the network (default 300, as the references; "
