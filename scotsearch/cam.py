@@ -133,8 +133,9 @@ def multiscale_cams(
                     mode="bilinear",
                     align_corners=True,
                 )
-            _, last, logits = backbone.forward_layers(img, (), need_logits=True)
-            assert last is not None and logits is not None
+            _, last_s, logits_s = backbone.forward_layers(img, (), need_logits=True)
+            assert last_s is not None and logits_s is not None
+            last, logits = last_s, logits_s
         # One image at a time: the top-k classes are each image's own.
         cam = torch.stack([
             _topk_cam(fc_weight, last[i : i + 1], logits[i : i + 1], size, top_k)

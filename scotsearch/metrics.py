@@ -26,7 +26,9 @@ def correct_keypoints(
     return dist <= alpha * thr_t.unsqueeze(-1)  # NaN <= x is False
 
 
-def pck(pred: torch.Tensor, gt: torch.Tensor, thr: torch.Tensor | float, alpha: float) -> torch.Tensor:
+def pck(
+    pred: torch.Tensor, gt: torch.Tensor, thr: torch.Tensor | float, alpha: float
+) -> torch.Tensor:
     """Per-pair PCK in [0, 1]: the fraction of a pair's keypoints that are correct."""
     return correct_keypoints(pred, gt, thr, alpha).float().mean(-1)
 
