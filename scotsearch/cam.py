@@ -55,24 +55,13 @@ def _topk_cam(
 
 @torch.no_grad()
 def multiscale_cam(
-    backbone: CamBackbone,
-    x: torch.Tensor,
-    *,
-    scales: Sequence[float] = CAM_SCALES,
-    top_k: int = 2,
-    base: tuple[torch.Tensor, torch.Tensor] | None = None,
+    backbone: CamBackbone, x: torch.Tensor, *, scales: Sequence[float] = CAM_SCALES,
+    top_k: int = 2, base: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """SCOT's multi-scale top-k CAM of one image (``get_CAM_multi``, §4.1).
 
-    :func:`multiscale_cams` for a batch of one.
-
-    Args:
-        backbone: the network; needs ``forward_layers`` and ``fc``.
-        x: ``[1 x 3 x h x w]`` normalised, resized network input.
-        scales: image scales; a scale of exactly 1.0 uses ``x`` itself.
-        top_k: number of predicted classes per scale.
-        base: optional ``(last [1 x 2048 x h' x w'], logits [1 x 1000])`` of ``x`` from the
-            feature-extraction pass, reused for scale 1.0 (as the reference does).
+    :func:`multiscale_cams` for a batch of one: ``x`` is ``[1 x 3 x h x w]`` (and ``base``
+    ``(last [1 x 2048 x h' x w'], logits [1 x 1000])``), the other arguments are the same.
 
     Returns:
         ``[h x w]`` CAM on ``x.device``, values in about [0, 1].
