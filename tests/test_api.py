@@ -43,12 +43,30 @@ def test_the_example_uses_only_exported_names() -> None:
     assert used and used <= set(scotsearch.__all__)
 
 
-def test_import_does_not_load_the_study_machinery() -> None:
-    code = ("import sys, scotsearch; "
-            "print(sorted(m for m in ('optuna', 'pandas', 'sqlalchemy') if m in sys.modules))")
+def test_import_is_cheap_and_names_load_on_use() -> None:
+    # the CLI imports the package for every command; torch, torchvision and Optuna wait
+    # until a name that needs them is used
+    heavy = ("torch", "torchvision", "optuna", "pandas", "sqlalchemy")
+    code = (f"import sys, scotsearch; heavy = {heavy!r}; "
+            "print(sorted(m for m in heavy if m in sys.modules)); "
+            "scotsearch.resolve_match; print(sorted(m for m in heavy if m in sys.modules)); "
+            "scotsearch.Evaluator; print('torch' in sys.modules, 'optuna' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.split("\n")[:3] == ["[]", "[]", "True False"]
+
+
+def test_lazy_names_are_the_type_checking_imports() -> None:
+    # mypy reads the TYPE_CHECKING imports, the runtime reads _EXPORTS: one list, twice
+    source = Path(scotsearch.__file__).read_text(encoding="utf-8")
+    block = source.split("if TYPE_CHECKING:\n", 1)[1].split("\n\n", 1)[0]
+    typed = {}
+    for module, name in re.findall(r"^    from (\S+) import (\w+)$", block, flags=re.M):
+        typed[name] = f"{module}.{name}" if module == "scotsearch" else module
+    assert typed == scotsearch._EXPORTS
+    assert sorted(scotsearch._EXPORTS) == sorted(set(scotsearch.__all__) - {"__version__"})
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        scotsearch.nothing  # noqa: B018
 
 
 @pytest.mark.slow
