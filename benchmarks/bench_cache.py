@@ -35,7 +35,7 @@ from scotsearch.cache import FeatureCache
 from scotsearch.cache import build_cache
 from scotsearch.cache import open_source
 from scotsearch.cache._format import layer_name
-from scotsearch.config import get_profile
+from scotsearch.presets import get_profile
 from scotsearch.layers import layer_specs
 
 

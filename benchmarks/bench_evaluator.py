@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from scotsearch.config import MatchConfig
-from scotsearch.config import get_profile
+from scotsearch.presets import get_profile
 from scotsearch.data.pairs import Dataset
 from scotsearch.data.pairs import Pair
 from scotsearch.evaluate import Evaluator

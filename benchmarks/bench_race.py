@@ -20,7 +20,7 @@ import time
 import torch
 
 from scotsearch.config import MatchConfig
-from scotsearch.config import get_profile
+from scotsearch.presets import get_profile
 from scotsearch.evaluate import Evaluator
 from scotsearch.search.beam_study import run_beam
 from scotsearch.testing import SyntheticSource

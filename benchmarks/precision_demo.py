@@ -24,7 +24,7 @@ import torch
 
 from scotsearch.cache import open_source
 from scotsearch.config import MatchConfig
-from scotsearch.config import get_profile
+from scotsearch.presets import get_profile
 from scotsearch.data import load_dataset
 from scotsearch.evaluate import Evaluator
 from scotsearch.search.beam_study import run_beam

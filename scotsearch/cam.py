@@ -55,6 +55,24 @@ def _topk_cam(
 
 @torch.no_grad()
 def multiscale_cam(
+    backbone: CamBackbone, x: torch.Tensor, *, scales: Sequence[float] = CAM_SCALES,
+    top_k: int = 2, base: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """SCOT's multi-scale top-k CAM of one image (``get_CAM_multi``, §4.1).
+
+    :func:`multiscale_cams` for a batch of one: ``x`` is ``[1 x 3 x h x w]`` (and ``base``
+    ``(last [1 x 2048 x h' x w'], logits [1 x 1000])``), the other arguments are the same.
+
+    Returns:
+        ``[h x w]`` CAM on ``x.device``, values in about [0, 1].
+    """
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise ValueError(f"multiscale_cam expects one image [1, 3, h, w], got {list(x.shape)}")
+    return multiscale_cams(backbone, x, scales=scales, top_k=top_k, base=base)[0]
+
+
+@torch.no_grad()
+def multiscale_cams(
     backbone: CamBackbone,
     x: torch.Tensor,
     *,
@@ -62,28 +80,31 @@ def multiscale_cam(
     top_k: int = 2,
     base: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """SCOT's multi-scale top-k CAM (``get_CAM_multi``, reference-behaviour.md §4.1).
+    """SCOT's multi-scale top-k CAM (``get_CAM_multi``, reference-behaviour.md §4.1) of a
+    batch of images of one size, each scale's forward pass batched.
 
-    Per scale s the (already normalised and resized) image is bilinearly upsampled
+    Per scale s the (already normalised and resized) images are bilinearly upsampled
     (``align_corners=True``) to ``(int(s*h), int(s*w))`` and the network re-run; the top-k
     predicted ImageNet classes give ``W_fc[c] . last`` maps, each upsampled to ``(h, w)``,
     shifted by its min and divided by its max, then max-pooled over the classes. The per-scale
-    maps are summed and divided by ``max + 1e-5``.
+    maps are summed and divided by ``max + 1e-5``, per image.
 
     Args:
         backbone: the network; needs ``forward_layers`` and ``fc``.
-        x: ``[1 x 3 x h x w]`` normalised, resized network input.
+        x: ``[n x 3 x h x w]`` normalised, resized network inputs.
         scales: image scales; a scale of exactly 1.0 uses ``x`` itself.
         top_k: number of predicted classes per scale.
-        base: optional ``(last [1 x 2048 x h' x w'], logits [1 x 1000])`` of ``x`` from the
+        base: optional ``(last [n x 2048 x h' x w'], logits [n x 1000])`` of ``x`` from the
             feature-extraction pass, reused for scale 1.0 (as the reference does).
 
     Returns:
-        ``[h x w]`` CAM on ``x.device``, values in about [0, 1].
+        ``[n x h x w]`` CAMs on ``x.device``, values in about [0, 1]. Each image's map is the
+        one :func:`multiscale_cam` gives it alone, up to the float rounding of batched
+        convolutions.
     """
-    if x.dim() != 4 or x.shape[0] != 1:
-        raise ValueError(f"multiscale_cam expects one image [1, 3, h, w], got {list(x.shape)}")
-    size = (int(x.shape[2]), int(x.shape[3]))
+    if x.dim() != 4:
+        raise ValueError(f"multiscale_cams expects images [n, 3, h, w], got {list(x.shape)}")
+    n, size = int(x.shape[0]), (int(x.shape[2]), int(x.shape[3]))
     fc_weight = backbone.fc.weight
     img = x
     total: torch.Tensor | None = None
@@ -101,13 +122,18 @@ def multiscale_cam(
                     mode="bilinear",
                     align_corners=True,
                 )
-            _, last, logits = backbone.forward_layers(img, (), need_logits=True)
-            assert last is not None and logits is not None
-        cam = _topk_cam(fc_weight, last, logits, size, top_k)
+            _, last_s, logits_s = backbone.forward_layers(img, (), need_logits=True)
+            assert last_s is not None and logits_s is not None
+            last, logits = last_s, logits_s
+        # One image at a time: the top-k classes are each image's own.
+        cam = torch.stack([
+            _topk_cam(fc_weight, last[i : i + 1], logits[i : i + 1], size, top_k)
+            for i in range(n)
+        ])
         total = cam if total is None else total + cam
     if total is None:
         raise ValueError("multiscale_cam needs at least one scale")
-    return total / (total.max() + 1e-5)
+    return total / (total.flatten(1).max(dim=1).values.view(n, 1, 1) + 1e-5)
 
 
 def staircase(

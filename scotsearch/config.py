@@ -1,7 +1,7 @@
-"""Matching settings and reference-compatibility profiles, defaults in one place.
+"""Matching settings, reference-compatibility profiles and run configurations.
 
-Every deliberate reference quirk that scotsearch reproduces is listed in ``PROFILES``
-(reference-behaviour.md §12); the matching maths takes them as explicit arguments.
+Which profile and which defaults each ``--compat`` mode, dataset and command takes is one
+table, :mod:`scotsearch.presets`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scotsearch.errors import ConfigError
+from scotsearch.layers import format_layers
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,6 @@ class Profile:
     prune_margin: bool = False
     first_stair_always: bool = True
 
-
-PROFILES = {
-    "scot": Profile(name="scot"),
-    "hpf": Profile(name="hpf", upsample_small=False, prune_margin=True),
-    "paper": Profile(name="paper", first_stair_always=False),
-}
 
 #: Paper Eq. 8 defaults: stair heights (thresholds) and stair widths (increments).
 DEFAULT_BETA = (0.0, 0.4, 0.5, 0.6)
@@ -143,14 +138,6 @@ class MatchConfig:
         return cls(**d)
 
 
-def get_profile(name: str | None) -> Profile:
-    """The profile for ``--compat`` (``None`` means scotsearch's default, SCOT's)."""
-    key = name or "scot"
-    if key not in PROFILES:
-        raise ConfigError(f"unknown compat mode {name!r}; choose one of {sorted(PROFILES)}")
-    return PROFILES[key]
-
-
 #: Columns of an exported configuration row, in order (``scotsearch export``), read back
 #: by ``scotsearch evaluate --config``.
 RUN_COLUMNS = (
@@ -190,7 +177,7 @@ class RunConfig:
             "weights": self.weights,
             "weights_digest": self.weights_digest,
             "compat": self.compat,
-            "layers": ",".join(map(str, self.layers)),
+            "layers": format_layers(self.layers),
             "similarity": m.similarity,
             "rhm": int(m.rhm),
             "cam": m.cam,

@@ -35,6 +35,8 @@ from scotsearch.matching import match_scores
 from scotsearch.matching import members_matrix
 from scotsearch.matching import subset_cosine
 from scotsearch.matching import upsampled_sq_norms
+from scotsearch.metrics import batch_mean_pck
+from scotsearch.metrics import batch_pooled_pck
 from scotsearch.metrics import correct_keypoints
 from scotsearch.rhm import hough_space
 from scotsearch.transfer import transfer_keypoints
@@ -72,11 +74,11 @@ class Scores:
 
     def mean(self) -> np.ndarray:
         """``[S x A]`` PCK x 100, mean over pairs (the references' headline number)."""
-        return self.pck.mean(-1) * 100.0
+        return batch_mean_pck(self.pck)
 
     def pooled(self) -> np.ndarray:
         """``[S x A]`` PCK x 100 pooled over keypoints."""
-        return self.n_correct.sum(-1) / self.n_kps.sum() * 100.0
+        return batch_pooled_pck(self.n_correct, self.n_kps)
 
 
 @dataclass

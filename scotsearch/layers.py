@@ -1,4 +1,4 @@
-"""HPF layer numbering for torchvision ResNets, and layer-id parsing.
+"""HPF layer numbering for torchvision ResNets, and the text form of layer subsets.
 
 Id 0 is the stem after max-pool; id k >= 1 is the k-th bottleneck (counted over
 layer1..layer4) after the residual add and before its ReLU (reference-behaviour.md §1.2).
@@ -93,6 +93,15 @@ def parse_layers(value: str | Iterable[int], backbone: str) -> tuple[int, ...]:
     return tuple(sorted(set(ids)))
 
 
-def layers_key(ids: Iterable[int]) -> str:
-    """Canonical text form ``"0,19,27"`` of a layer subset."""
-    return ",".join(str(i) for i in sorted(ids))
+def format_layers(ids: Iterable[int]) -> str:
+    """Canonical text form of a layer subset: sorted ids joined by commas.
+
+    What every stored and printed subset is written as; :func:`parse_layers` reads it back.
+
+    Examples:
+        >>> format_layers((30, 0, 19))
+        '0,19,30'
+        >>> parse_layers(format_layers((30, 0, 19)), "resnet101")
+        (0, 19, 30)
+    """
+    return ",".join(str(int(i)) for i in sorted(ids))

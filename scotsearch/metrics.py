@@ -26,14 +26,40 @@ def correct_keypoints(
     return dist <= alpha * thr_t.unsqueeze(-1)  # NaN <= x is False
 
 
-def pck(pred: torch.Tensor, gt: torch.Tensor, thr: torch.Tensor | float, alpha: float) -> torch.Tensor:
+def pck(
+    pred: torch.Tensor, gt: torch.Tensor, thr: torch.Tensor | float, alpha: float
+) -> torch.Tensor:
     """Per-pair PCK in [0, 1]: the fraction of a pair's keypoints that are correct."""
     return correct_keypoints(pred, gt, thr, alpha).float().mean(-1)
 
 
+def batch_mean_pck(per_pair: np.ndarray) -> np.ndarray:
+    """PCK x 100 averaged over the last (pair) axis: ``[... x P]`` -> ``[...]``.
+
+    The headline number of HPF/SCOT: every pair counts the same, whatever its keypoints.
+
+    Examples:
+        >>> batch_mean_pck(np.array([[0.25, 1.0], [0.5, 0.5]])).tolist()
+        [62.5, 50.0]
+    """
+    return np.mean(per_pair, axis=-1) * 100.0
+
+
+def batch_pooled_pck(n_correct: np.ndarray, n_kps: np.ndarray) -> np.ndarray:
+    """PCK x 100 pooled over the keypoints of all pairs: ``[... x P]``, ``[P]`` -> ``[...]``.
+
+    DIFT's per-point convention: every keypoint counts the same.
+
+    Examples:
+        >>> batch_pooled_pck(np.array([[1, 3], [4, 0]]), np.array([4, 3])).tolist()
+        [57.14285714285714, 57.14285714285714]
+    """
+    return np.sum(n_correct, axis=-1) / np.sum(n_kps) * 100.0
+
+
 def mean_pck(per_pair: np.ndarray) -> float:
     """Headline PCK x 100: the mean over pairs of per-pair PCK (HPF/SCOT convention)."""
-    return float(np.mean(per_pair) * 100.0) if len(per_pair) else float("nan")
+    return float(batch_mean_pck(per_pair)) if len(per_pair) else float("nan")
 
 
 def pooled_pck(n_correct: np.ndarray, n_kps: np.ndarray) -> float:

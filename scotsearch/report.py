@@ -9,6 +9,8 @@ import numpy as np
 from scotsearch.data.pairs import VARIATION_FACTORS
 from scotsearch.data.pairs import Dataset
 from scotsearch.evaluate import Scores
+from scotsearch.metrics import batch_mean_pck
+from scotsearch.metrics import batch_pooled_pck
 
 
 def summarize(scores: Scores, dataset: Dataset, subset: int = 0) -> dict[str, Any]:
@@ -26,10 +28,10 @@ def summarize(scores: Scores, dataset: Dataset, subset: int = 0) -> dict[str, An
     out: dict[str, Any] = {
         "alphas": list(scores.alphas),
         "n_pairs": len(pairs),
-        "pck": (pck.mean(-1) * 100).tolist(),
-        "pck_pooled": (correct.sum(-1) / scores.n_kps.sum() * 100).tolist(),
+        "pck": batch_mean_pck(pck).tolist(),
+        "pck_pooled": batch_pooled_pck(correct, scores.n_kps).tolist(),
         "per_category": {
-            c: (pck[:, cats == c].mean(-1) * 100).tolist() for c in sorted(set(cats.tolist()))
+            c: batch_mean_pck(pck[:, cats == c]).tolist() for c in sorted(set(cats.tolist()))
         },
     }
     factors: dict[str, dict[str, list[float]]] = {}
@@ -38,7 +40,8 @@ def summarize(scores: Scores, dataset: Dataset, subset: int = 0) -> dict[str, An
         if (vals < 0).all():
             continue
         factors[factor] = {
-            levels[v] if 0 <= v < len(levels) else str(v): (pck[:, vals == v].mean(-1) * 100).tolist()
+            levels[v] if 0 <= v < len(levels) else str(v):
+                batch_mean_pck(pck[:, vals == v]).tolist()
             for v in sorted(set(vals.tolist()))
             if v >= 0
         }

@@ -22,7 +22,7 @@ from scotsearch.backbones import extract_features
 from scotsearch.backbones import load_backbone
 from scotsearch.backbones import state_dict_digest
 from scotsearch.config import Profile
-from scotsearch.config import get_profile
+from scotsearch.presets import get_profile
 from scotsearch.errors import ConfigError
 from scotsearch.errors import DataError
 from scotsearch.errors import ScotsearchError

@@ -21,7 +21,7 @@ from scotsearch.search.beam import as_subset
 from scotsearch.search.beam import beam_search
 from scotsearch.search.beam import expand
 from scotsearch.search.beam import initial_candidates
-from scotsearch.search.beam import subset_key
+from scotsearch.layers import format_layers as subset_key
 from scotsearch.search.beam import top_k
 
 
@@ -298,7 +298,7 @@ RUN_KW = dict(beam=2, max_layers=3, layers=range(5), chunk=3)
 
 def small_evaluator():
     from scotsearch.config import MatchConfig
-    from scotsearch.config import get_profile
+    from scotsearch.presets import get_profile
     from scotsearch.evaluate import Evaluator
     from scotsearch.testing import SyntheticSource
     from scotsearch.testing import synthetic_dataset

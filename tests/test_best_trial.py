@@ -23,7 +23,7 @@ from optuna.storages import BaseStorage
 
 from scotsearch import study as st
 from scotsearch.config import MatchConfig
-from scotsearch.config import get_profile
+from scotsearch.presets import get_profile
 from scotsearch.evaluate import Evaluator
 from scotsearch.export import export_rows
 from scotsearch.search.tune import run_tune

@@ -38,7 +38,7 @@ from scotsearch.cache._format import encode_layer
 from scotsearch.cache._format import roundtrip
 from scotsearch.cache._sources import _Memo
 from scotsearch.config import MatchConfig
-from scotsearch.config import get_profile
+from scotsearch.presets import get_profile
 from scotsearch.data.images import load_image
 from scotsearch.data.pairs import Dataset
 from scotsearch.data.pairs import Pair
@@ -108,7 +108,7 @@ WRITER = """
     from pathlib import Path
     from scotsearch.cache import build_cache
     from scotsearch.cache import open_source
-    from scotsearch.config import get_profile
+    from scotsearch.presets import get_profile
     {patch}
     profile = dataclasses.replace(get_profile("scot"), image_side=64)
     src = open_source(backbone="resnet50", weights="random", seed=0, profile=profile,

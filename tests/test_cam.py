@@ -11,6 +11,7 @@ from torch import nn
 
 from scotsearch.backbones import load_backbone
 from scotsearch.cam import multiscale_cam
+from scotsearch.cam import multiscale_cams
 from scotsearch.cam import sample_on_grid
 from scotsearch.cam import staircase
 from scotsearch.config import DEFAULT_BETA
@@ -106,6 +107,22 @@ def test_multiscale_cam_matches_brute_force_on_a_real_resnet() -> None:
     torch.testing.assert_close(multiscale_cam(bb, x), expected, rtol=1e-4, atol=1e-5)
     reused = multiscale_cam(bb, x, base=(last, logits))
     torch.testing.assert_close(reused, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_batched_cams_are_each_images_own() -> None:
+    # each image's top-k classes and max normalisation are its own, as if it ran alone
+    bb = load_backbone("resnet50", "random", seed=3)
+    x = torch.randn(3, 3, 40, 56, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        _, last, logits = bb.forward_layers(x)
+    assert last is not None and logits is not None
+    batched = multiscale_cams(bb, x, base=(last, logits))
+    assert batched.shape == (3, 40, 56)
+    for i in range(3):
+        alone = multiscale_cam(bb, x[i : i + 1])
+        torch.testing.assert_close(batched[i], alone, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="one image"):
+        multiscale_cam(bb, x)
 
 
 # ------------------------------------------------------------------------------- staircase

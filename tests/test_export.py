@@ -13,7 +13,7 @@ from scotsearch import study as st
 from scotsearch.config import RUN_COLUMNS
 from scotsearch.config import MatchConfig
 from scotsearch.config import RunConfig
-from scotsearch.config import get_profile
+from scotsearch.presets import get_profile
 from scotsearch.errors import ScotsearchError
 from scotsearch.evaluate import Evaluator
 from scotsearch.export import export_rows

@@ -4,7 +4,7 @@ import pytest
 
 from scotsearch.errors import ConfigError
 from scotsearch.layers import layer_specs
-from scotsearch.layers import layers_key
+from scotsearch.layers import format_layers
 from scotsearch.layers import parse_layers
 
 
@@ -32,7 +32,7 @@ def test_parse_layers_normalises_and_rejects() -> None:
     assert parse_layers("(2,22,24)", "resnet101") == (2, 22, 24)
     assert parse_layers("24, 2,22,2", "resnet101") == (2, 22, 24)
     assert parse_layers([3, 1], "resnet50") == (1, 3)
-    assert layers_key((30, 0, 19)) == "0,19,30"
+    assert format_layers((30, 0, 19)) == "0,19,30"
     with pytest.raises(ConfigError, match="do not exist"):
         parse_layers("0,17", "resnet50")
     with pytest.raises(ConfigError):

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from scotsearch.config import MatchConfig
-from scotsearch.config import get_profile
+from scotsearch.presets import get_profile
 from scotsearch.geometry import make_grid
 from scotsearch.matching import layer_terms
 from scotsearch.matching import marginal

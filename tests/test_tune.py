@@ -27,7 +27,7 @@ from scotsearch.config import DEFAULT_BETA
 from scotsearch.config import DEFAULT_GAMMA
 from scotsearch.config import MatchConfig
 from scotsearch.config import RunConfig
-from scotsearch.config import get_profile
+from scotsearch.presets import get_profile
 from scotsearch.errors import ConfigError
 from scotsearch.evaluate import Evaluator
 from scotsearch.search.objective import TuneObjective

@@ -18,14 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from scotsearch.backbones import Backbone
 from scotsearch.backbones import extract_features
 from scotsearch.cache._sources import CachedSource
-from scotsearch.cam import CAM_SCALES
-from scotsearch.cam import _topk_cam
+from scotsearch.cam import multiscale_cams
 from scotsearch.config import Profile
 from scotsearch.data.images import load_image
 from scotsearch.data.pairs import Dataset
@@ -83,21 +81,7 @@ def extract_batch(
     feats, last, logits = model.forward_layers(x, None, need_logits=True)
     assert last is not None and logits is not None
     n, h, w = x.shape[0], int(x.shape[2]), int(x.shape[3])
-    fc_weight = model.fc.weight
-    img = x
-    total: torch.Tensor | None = None
-    for scale in CAM_SCALES:
-        if scale != 1.0:
-            # As multiscale_cam: each scale resamples the previous one (reference quirk).
-            img = F.interpolate(img, size=(int(scale * h), int(scale * w)), mode="bilinear",
-                                align_corners=True)
-            _, last, logits = model.forward_layers(img, (), need_logits=True)
-            assert last is not None and logits is not None
-        cam = torch.stack([_topk_cam(fc_weight, last[i : i + 1], logits[i : i + 1], (h, w), 2)
-                           for i in range(n)])
-        total = cam if total is None else total + cam
-    assert total is not None
-    total = total / (total.flatten(1).max(dim=1).values.view(n, 1, 1) + 1e-5)
+    total = multiscale_cams(model, x, base=(last, logits))
     return [
         ImageFeatures(
             layers={k: v[i].float().cpu() for k, v in sorted(feats.items())},

@@ -16,6 +16,7 @@ from scotsearch.commands.common import add_data_args
 from scotsearch.commands.common import add_match_args
 from scotsearch.errors import ConfigError
 from scotsearch.evaluate import Evaluator
+from scotsearch.presets import reference_algorithm
 from scotsearch.search.beam_study import check_beam_counts
 from scotsearch.search.beam_study import run_beam
 from scotsearch.study import describe_storage
@@ -25,10 +26,6 @@ from scotsearch.study import open_storage
 log = logging.getLogger(__name__)
 
 HELP = "beam search over hyperpixel layer subsets by validation PCK (resumable)"
-
-#: ``--compat`` values whose reference beam-search algorithm is reproduced.
-REFERENCE_COMPAT = ("scot", "hpf")
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("search")
@@ -61,8 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pairs scored between two racing checks (default 64)")
     add_data_args(p, split="val")
     add_backbone_args(p)
-    # The references searched layers with CAM off (reference-behaviour.md §8).
-    add_match_args(p, variant="ot-rhm")
+    add_match_args(p, command="beam")
 
 
 def _parse_layer_ranges(text: str, n: int) -> tuple[int, ...]:
@@ -95,7 +91,7 @@ def default_study_name(
     name = f"beam-{dataset}-{split}-{backbone}-{variant}"
     if compat:
         name += f"-{compat}"
-    if reference != (compat in REFERENCE_COMPAT):
+    if reference != reference_algorithm(compat):
         name += "-reference" if reference else "-fixed"
     return name
 
@@ -110,13 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from scotsearch.commands.common import resolve_precision
     from scotsearch.layers import n_layers
 
-    if args.algorithm == "auto":
-        reference = args.compat in REFERENCE_COMPAT
-    else:
-        reference = args.algorithm == "reference"
-    if args.compat == "hpf" and args.variant is None and args.sim is None:
-        # HPF's beam search scored with its own matcher: cosine similarity + RHM.
-        args.variant = "cos-rhm"
+    reference = reference_algorithm(args.compat, args.algorithm)
     layer_ids = None
     if args.layers is not None:
         layer_ids = _parse_layer_ranges(args.layers, n_layers(args.backbone))

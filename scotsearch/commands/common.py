@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -13,9 +12,12 @@ from scotsearch.config import SIM_NAMES
 from scotsearch.config import VARIANTS
 from scotsearch.config import MatchConfig
 from scotsearch.config import Profile
-from scotsearch.config import get_profile
 from scotsearch.data.pairs import Dataset
 from scotsearch.errors import ConfigError
+from scotsearch.presets import PROFILES
+from scotsearch.presets import default_variant
+from scotsearch.presets import resolve_match
+from scotsearch.presets import resolve_profile
 
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ def add_backbone_args(p: argparse.ArgumentParser) -> None:
                         "'random' (seeded random init) or a checkpoint FILE")
     g.add_argument("--seed", type=int, default=0, help="seed for random weights and the demo data")
     g.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
-    g.add_argument("--compat", default=None, choices=("scot", "hpf", "paper"),
+    g.add_argument("--compat", default=None, choices=tuple(PROFILES),
                    help="reproduce one reference's quirks exactly (see README, 'Compatibility')")
     g.add_argument("--image-side", type=int, default=None,
                    help="longer image side fed to the network (default 300, as the references; "
@@ -57,10 +59,12 @@ def add_backbone_args(p: argparse.ArgumentParser) -> None:
                    help="keep features in memory only, write nothing to the cache")
 
 
-def add_match_args(p: argparse.ArgumentParser, *, variant: str) -> None:
+def add_match_args(p: argparse.ArgumentParser, *, command: str) -> None:
+    """Matching flags; ``command`` (``evaluate``, ``beam``, ``tune``) picks the defaults."""
     g = p.add_argument_group("matching")
     g.add_argument("--variant", default=None, choices=sorted(VARIANTS),
-                   help=f"the paper's ablation variants (default: {variant})")
+                   help=f"the paper's ablation variants (default: "
+                        f"{default_variant(None, command)})")
     g.add_argument("--sim", default=None, choices=sorted(SIM_NAMES),
                    help="SCOT's --sim names (cos, cosGeo, OT, OTGeo); overrides --variant")
     g.add_argument("--cam", default=None, choices=("none", "raw", "stair"),
@@ -80,7 +84,7 @@ def add_match_args(p: argparse.ArgumentParser, *, variant: str) -> None:
     g.add_argument("--beta", default=None, help="stair heights, e.g. 0,0.4,0.5,0.6")
     g.add_argument("--gamma", default=None, help="stair widths, e.g. 0.5,0.3,0.1,0.1")
     g.add_argument("--ncells", type=int, default=8192, help="Hough cells (8192)")
-    p.set_defaults(_default_variant=variant)
+    p.set_defaults(_command=command)
 
 
 def parse_floats(text: str, what: str) -> tuple[float, ...]:
@@ -102,36 +106,21 @@ def alphas_from_args(args: argparse.Namespace) -> tuple[float, ...]:
 
 
 def profile_from_args(args: argparse.Namespace) -> Profile:
-    profile = get_profile(args.compat)
+    """The ``--compat`` profile (:func:`scotsearch.presets.resolve_profile`)."""
     side = getattr(args, "image_side", None)
-    if side is not None:
-        if side < 32:
-            raise ConfigError(f"--image-side must be at least 32 pixels, got {side}")
-        profile = dataclasses.replace(profile, image_side=side)
-    return profile
+    if side is not None and side < 32:
+        raise ConfigError(f"--image-side must be at least 32 pixels, got {side}")
+    return resolve_profile(args.compat, image_side=side)
 
 
 def match_from_args(args: argparse.Namespace, dataset: Dataset) -> MatchConfig:
-    """Resolve matching flags against the dataset's and profile's defaults."""
-    variant = args.variant or args._default_variant
-    similarity, rhm, cam = VARIANTS[variant]
-    if args.sim is not None:
-        similarity, rhm = SIM_NAMES[args.sim]
-    if args.cam is not None:
-        cam = args.cam
-    if similarity == "cos" and cam != "none":
-        raise ConfigError("CAM marginals need OT matching; use --cam none with cosine matching")
-    n_iter = args.n_iter if args.n_iter is not None else (50 if args.compat == "paper" else 1)
-    exp1 = args.exp1 if args.exp1 is not None else (3.0 if args.compat == "hpf" else 1.0)
-    exp2 = args.exp2 if args.exp2 is not None else dataset.default_exp2
-    kw = {}
-    if args.beta is not None:
-        kw["beta"] = parse_floats(args.beta, "--beta")
-    if args.gamma is not None:
-        kw["gamma"] = parse_floats(args.gamma, "--gamma")
-    return MatchConfig(
-        similarity=similarity, rhm=rhm, cam=cam, eps=args.eps, n_iter=n_iter, exp1=exp1,
-        exp2=exp2, ncells=args.ncells, **kw,
+    """Resolve matching flags against the presets (:func:`scotsearch.presets.resolve_match`)."""
+    return resolve_match(
+        args.compat, dataset.name, args._command,
+        variant=args.variant, sim=args.sim, cam=args.cam, eps=args.eps, n_iter=args.n_iter,
+        exp1=args.exp1, exp2=args.exp2, ncells=args.ncells,
+        beta=None if args.beta is None else parse_floats(args.beta, "--beta"),
+        gamma=None if args.gamma is None else parse_floats(args.gamma, "--gamma"),
     )
 
 
@@ -174,7 +163,7 @@ def open_dataset(args: argparse.Namespace) -> Dataset:
             raise ConfigError(f"--max-pairs must be >= 1, got {args.max_pairs}")
         ds = Dataset(
             name=ds.name, split=ds.split, root=ds.root, pairs=ds.pairs[: args.max_pairs],
-            default_thres=ds.default_thres, default_exp2=ds.default_exp2,
+            default_thres=ds.default_thres,
         )
     return ds
 

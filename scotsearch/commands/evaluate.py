@@ -18,8 +18,9 @@ from scotsearch.commands import common
 from scotsearch.config import RunConfig
 from scotsearch.errors import ConfigError
 from scotsearch.evaluate import Evaluator
-from scotsearch.layers import layers_key
+from scotsearch.layers import format_layers
 from scotsearch.layers import parse_layers
+from scotsearch.presets import published_layers
 from scotsearch.report import format_summary
 from scotsearch.report import summarize
 from scotsearch.study import environment
@@ -27,18 +28,6 @@ from scotsearch.study import environment
 
 HELP = "PCK of a layer subset and matching setting on a dataset split"
 log = logging.getLogger(__name__)
-
-#: Layer sets published by SCOT (reference-behaviour.md §10.1), used when --layers is absent.
-#: The demo uses the SPair-71k sets.
-PUBLISHED_LAYERS = {
-    ("spair", "resnet50"): "0,11,12,13",
-    ("spair", "resnet101"): "0,19,27,28,29,30",
-    ("pfpascal", "resnet101"): "2,22,24,25,27,28,29",
-    ("pfwillow", "resnet101"): "2,22,24,25,27,28,29",
-    ("pfpascal", "resnet50"): "2,7,11,12,13",  # HPF's PF-PASCAL set (SCOT publishes none)
-    ("pfwillow", "resnet50"): "2,7,11,12,13",
-}
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", "--hyperpixel", dest="layers", default=None,
@@ -51,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     # split None: "test", or the --config row's split
     common.add_data_args(p, split=None)
     common.add_backbone_args(p)
-    common.add_match_args(p, variant="ot-rhm-stair")
+    common.add_match_args(p, command="evaluate")
 
 
 def _apply_config(args: argparse.Namespace) -> RunConfig:
@@ -76,7 +65,7 @@ def _apply_config(args: argparse.Namespace) -> RunConfig:
         args.image_side = cfg.image_side
     if args.weights is None:
         args.weights = cfg.weights
-    args.layers = layers_key(cfg.layers)
+    args.layers = format_layers(cfg.layers)
     args.alpha = str(cfg.alpha) if args.alpha == "0.1" else args.alpha
     args.thres = cfg.thres if args.thres == "auto" else args.thres
     return cfg
@@ -98,8 +87,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = common.open_dataset(args)
     match = cfg.match if cfg is not None else common.match_from_args(args, dataset)
     if args.layers is None:
-        key = (dataset.name if dataset.name != "demo" else "spair", args.backbone)
-        args.layers = PUBLISHED_LAYERS[key]
+        args.layers = format_layers(published_layers(dataset.name, args.backbone))
     layers = parse_layers(args.layers, args.backbone)
     source = common.feature_source(args, device)
     desc = source.describe()
@@ -115,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         scores = evaluator.score([layers], progress=bar.update)
     elapsed = time.perf_counter() - t0
     summary = summarize(scores, dataset)
-    print(f"{dataset.name}/{dataset.split}  {args.backbone}  layers {layers_key(layers)}  "
+    print(f"{dataset.name}/{dataset.split}  {args.backbone}  layers {format_layers(layers)}  "
           f"{match.variant}  thres {evaluator.thres}  ({elapsed:.1f} s)")
     print(format_summary(summary))
     if args.output is not None:

@@ -22,8 +22,9 @@ import optuna
 from scotsearch.commands import common
 from scotsearch.errors import ConfigError
 from scotsearch.evaluate import Evaluator
-from scotsearch.layers import layers_key
+from scotsearch.layers import format_layers
 from scotsearch.layers import parse_layers
+from scotsearch.presets import published_layers
 from scotsearch.search.space_file import load_space
 from scotsearch.search.tune import layers_from_beam
 from scotsearch.search.tune import run_tune
@@ -75,11 +76,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "trial counts as crashed and is retried (default 120)")
     common.add_data_args(p, split="val")
     common.add_backbone_args(p)
-    common.add_match_args(p, variant="ot-rhm-stair")
+    common.add_match_args(p, command="tune")
 
 
 def run(args: argparse.Namespace) -> int:
-    from scotsearch.commands.evaluate import PUBLISHED_LAYERS
 
     if args.trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {args.trials}")
@@ -101,12 +101,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.from_beam is not None:
         layers = layers_from_beam(args.from_beam, storage, args.backbone, dataset.name)
-        log.info("layers %s from beam study '%s'", layers_key(layers), args.from_beam)
+        log.info("layers %s from beam study '%s'", format_layers(layers), args.from_beam)
     elif args.layers is not None:
         layers = parse_layers(args.layers, args.backbone)
     else:
-        key = (dataset.name if dataset.name != "demo" else "spair", args.backbone)
-        layers = parse_layers(PUBLISHED_LAYERS[key], args.backbone)
+        layers = parse_layers(published_layers(dataset.name, args.backbone), args.backbone)
 
     device = common.resolve_device(args.device)
     source = common.feature_source(args, device)
@@ -115,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
                           precision=common.resolve_precision(args.precision, device))
     # Optuna's per-trial INFO lines would tear the progress bar; the bar shows the best.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    mode = "layers jointly" if args.joint else f"layers {layers_key(layers)}"
+    mode = "layers jointly" if args.joint else f"layers {format_layers(layers)}"
     log.info("tune '%s' (%s) on %s %s, %d pairs, %s pruner, space %s", args.study, mode,
              dataset.name, dataset.split, len(dataset.pairs), args.pruner, space.source)
     result = run_tune(

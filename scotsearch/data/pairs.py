@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from scotsearch.errors import DataError
+from scotsearch.presets import dataset_exp2
 
 
 #: Threshold bases for PCK (reference-behaviour.md §7).
@@ -131,7 +132,6 @@ class Dataset:
         root: dataset root folder.
         pairs: the pairs in file order.
         default_thres: PCK threshold basis by the dataset's convention.
-        default_exp2: SCOT's exp2 for this dataset (0.5 PF-PASCAL/PF-WILLOW, 1.0 SPair).
     """
 
     name: str
@@ -139,7 +139,12 @@ class Dataset:
     root: Path
     pairs: tuple[Pair, ...]
     default_thres: str
-    default_exp2: float = 1.0
+
+    @property
+    def default_exp2(self) -> float:
+        """SCOT's exp2 for this dataset (0.5 PF-PASCAL/PF-WILLOW, 1.0 SPair), from the
+        presets table (:data:`scotsearch.presets.DATASET_PRESETS`)."""
+        return dataset_exp2(self.name)
 
     @property
     def categories(self) -> list[str]:

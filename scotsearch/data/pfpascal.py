@@ -94,7 +94,6 @@ def read_pfpascal(root: Path, split: str) -> Dataset:
         root=root,
         pairs=tuple(pairs),
         default_thres="img",
-        default_exp2=0.5,
     )
 
 

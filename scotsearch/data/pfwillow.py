@@ -68,7 +68,6 @@ def read_pfwillow(root: Path, split: str = "test") -> Dataset:
         root=root,
         pairs=tuple(pairs),
         default_thres="kps",
-        default_exp2=0.5,
     )
 
 

@@ -69,7 +69,6 @@ def read_spair(root: Path, split: str, name: str = "spair") -> Dataset:
         root=root,
         pairs=tuple(pairs),
         default_thres="bbox",
-        default_exp2=1.0,
     )
 
 

@@ -21,7 +21,6 @@ from scotsearch.search.beam import Subset
 from scotsearch.search.beam import beam_search
 from scotsearch.search.beam import expand
 from scotsearch.search.beam import initial_candidates
-from scotsearch.search.beam import subset_key
 from scotsearch.search.beam import top_k
 from scotsearch.search.beam_study import BeamOutcome
 from scotsearch.search.beam_study import run_beam
@@ -60,6 +59,5 @@ __all__ = [
     "run_beam",
     "run_tune",
     "space_from_dict",
-    "subset_key",
     "top_k",
 ]

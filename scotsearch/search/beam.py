@@ -39,6 +39,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 
+from scotsearch.layers import format_layers
+
 #: A layer subset: sorted, distinct layer indices.
 Subset = tuple[int, ...]
 
@@ -67,7 +69,7 @@ class Candidate:
     @property
     def key(self) -> str:
         """Canonical text form, ``"0,19,27"``."""
-        return subset_key(self.layers)
+        return format_layers(self.layers)
 
 
 @dataclass
@@ -105,11 +107,6 @@ class BeamResult:
     def candidates(self) -> list[Candidate]:
         """Every candidate of every depth, in the order the search visited them."""
         return [c for d in self.depths for c in d.candidates]
-
-
-def subset_key(layers: Iterable[int]) -> str:
-    """Canonical text form of a subset: sorted ids joined by commas."""
-    return ",".join(str(int(i)) for i in sorted(layers))
 
 
 def as_subset(value: str | Iterable[int]) -> Subset:

@@ -20,6 +20,7 @@ from optuna.storages import BaseStorage
 
 from scotsearch.errors import ConfigError
 from scotsearch.evaluate import Evaluator
+from scotsearch.layers import format_layers
 from scotsearch.search._beam_progress import BeamProgress
 from scotsearch.search._beam_scoring import CandidateScorer
 from scotsearch.search.beam import BeamResult
@@ -27,7 +28,6 @@ from scotsearch.search.beam import Candidate
 from scotsearch.search.beam import DepthResult
 from scotsearch.search.beam import Subset
 from scotsearch.search.beam import beam_search
-from scotsearch.search.beam import subset_key
 from scotsearch.study import add_layer_trial
 from scotsearch.study import check_identity
 from scotsearch.study import completed_trials
@@ -108,7 +108,7 @@ def beam_identity(
         "match": evaluator.match.to_dict(),
         "algorithm": "reference" if reference else "fixed",
         "beam": int(beam),
-        "search_layers": subset_key(layer_ids),
+        "search_layers": format_layers(layer_ids),
         "n_pairs": len(pair_index),
         "pairs_digest": pairs_digest(evaluator.pairs[i] for i in pair_index),
         "race": race,
@@ -241,9 +241,9 @@ def run_beam(
             value=extra.get("pck_partial", c.score),
             user_attrs={
                 "search": "beam",
-                "layers": subset_key(ids(c.layers)),
+                "layers": format_layers(ids(c.layers)),
                 "depth": c.depth,
-                "parent": "" if c.parent is None else subset_key(ids(c.parent)),
+                "parent": "" if c.parent is None else format_layers(ids(c.parent)),
                 "match": match_d,
                 "pck": c.score,
                 **extra,

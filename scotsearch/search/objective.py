@@ -32,7 +32,7 @@ from optuna.trial import TrialState
 from scotsearch.data.pairs import Dataset
 from scotsearch.errors import ConfigError
 from scotsearch.evaluate import Evaluator
-from scotsearch.layers import layers_key
+from scotsearch.layers import format_layers
 from scotsearch.metrics import mean_pck
 from scotsearch.metrics import pooled_pck
 from scotsearch.search.space import TuneSpace
@@ -150,7 +150,7 @@ class TuneObjective:
         assert layers is not None  # fixed subset, or the joint mode's draw
         self.trials_run += 1
         trial.set_user_attr("search", "tune")
-        trial.set_user_attr("layers", layers_key(layers))
+        trial.set_user_attr("layers", format_layers(layers))
         trial.set_user_attr("match", plain(match.to_dict()))
         if not layers:
             trial.set_user_attr("note", "no layer selected")

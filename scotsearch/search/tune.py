@@ -40,7 +40,7 @@ from scotsearch.config import MatchConfig
 from scotsearch.config import RunConfig
 from scotsearch.errors import ConfigError
 from scotsearch.evaluate import Evaluator
-from scotsearch.layers import layers_key
+from scotsearch.layers import format_layers
 from scotsearch.search.objective import PRUNERS
 from scotsearch.search.objective import TuneObjective
 from scotsearch.search.space import TuneSpace
@@ -96,7 +96,7 @@ def tune_identity(
         {
             "kind": "tune",
             **evaluator_identity(evaluator),
-            "layers": "joint" if layers is None else layers_key(layers),
+            "layers": "joint" if layers is None else format_layers(layers),
             "cache_key": str(desc.get("cache_key", desc.get("key", ""))),
             "space": space.digest(),
             "fixed": fixed,
