@@ -51,23 +51,27 @@ class _Geometry:
     nx: int
     ix: np.ndarray
     iy: np.ndarray
-    jx: np.ndarray
-    jy: np.ndarray
+    wt: int  # target grid columns: target j is cell (j // wt, j % wt)
     shape: tuple[int, int]
 
 
 def _geometry(src_grid: Grid, trg_grid: Grid, tables: HoughTables | None) -> _Geometry:
     sv = src_grid.valid.cpu().numpy()
     tv = trg_grid.valid.cpu().numpy()
+    masked = not bool(sv.all() and tv.all())
     if tables is None:  # no Hough step: placeholders of the kernels' argument types
-        z2 = np.zeros((1, 1), np.int64)
-        zs, zt = np.zeros(len(sv), np.int64), np.zeros(len(tv), np.int64)
-        return _Geometry(sv, tv, not bool(sv.all() and tv.all()), np.float32(sv.sum()),
-                         z2, z2, 1, zs, zs, zt, zt, (1, 1))
+        z2 = np.zeros((1, trg_grid.w), np.int64)
+        zs = np.zeros(len(sv), np.int64)
+        return _Geometry(sv, tv, masked, np.float32(sv.sum()), z2, z2, 1, zs, zs, trg_grid.w,
+                         (1, 1))
+    j = torch.arange(trg_grid.n)
+    # The kernels index target bins by grid row and column; make_grid's centres are
+    # row-major, so the tables' distinct target x / y are exactly the columns / rows.
+    assert torch.equal(tables.jx.cpu(), j % trg_grid.w)
+    assert torch.equal(tables.jy.cpu(), j // trg_grid.w)
     return _Geometry(
-        sv, tv, not bool(sv.all() and tv.all()), np.float32(sv.sum()),
-        tables.bx.numpy(), tables.by.numpy(), tables.shape[1], tables.ix.numpy(),
-        tables.iy.numpy(), tables.jx.numpy(), tables.jy.numpy(), tables.shape,
+        sv, tv, masked, np.float32(sv.sum()), tables.bx.numpy(), tables.by.numpy(),
+        tables.shape[1], tables.ix.numpy(), tables.iy.numpy(), trg_grid.w, tables.shape,
     )
 
 
@@ -179,40 +183,39 @@ def _candidate(
         kern.cosine_votes(
             parent, has_parent, term.dt, term.rows, term.wts, term.identity, inv_s, inv_t,
             float(match.exp1), g.src_valid, g.trg_valid, g.masked, match.rhm, g.bx, g.by, g.nx,
-            g.ix, g.iy, g.jx, g.jy, work, histpart,
+            g.ix, g.iy, g.wt, work, histpart,
         )
         if match.rhm:
             prior = _prior(histpart, g.shape)
         kern.best_targets(
-            work, False, a0, a0, mu, g.nv, 1.0, g.src_valid, g.trg_valid, g.masked, match.rhm,
-            prior, g.bx, g.by, g.nx, g.ix, g.iy, g.jx, g.jy, False, rows, best,
+            work, False, a0, a0, g.nv, 1.0, g.src_valid, g.trg_valid, g.masked, match.rhm,
+            prior, g.bx, g.by, g.nx, g.ix, g.iy, g.wt, rows, best,
         )
         return
     kern.gibbs(
         parent, has_parent, term.dt, term.rows, term.wts, term.identity, inv_s, inv_t,
         np.float32(match.eps), a0, work, colpart,
     )
+    # The Sinkhorn scalings as the eager chain forms them; the matrix-vector products over
+    # the kernel are BLAS's, which streams them at memory speed.
+    K = torch.from_numpy(work)
+    mu_t = torch.from_numpy(mu)
     b = safe_div(nu, torch.from_numpy(colpart.sum(0)).float())
-    if match.n_iter > 1:
-        # Further iterations are matrix-vector products over the kernel: BLAS streams them
-        # at memory speed already.
-        K = torch.from_numpy(work)
-        mu_t = torch.from_numpy(mu)
-        for _ in range(match.n_iter - 1):
-            a = safe_div(mu_t, K @ b)
-            b = safe_div(nu, K.T @ a)
+    for _ in range(match.n_iter - 1):
+        a_t = safe_div(mu_t, K @ b)
+        b = safe_div(nu, K.T @ a_t)
+    a = safe_div(mu_t, K @ b).numpy()
     b_np = b.numpy()
-    a = np.zeros(len(mu), np.float32)
     exp2 = float(match.exp2)
     if match.rhm:
         kern.plan_votes_hist(
-            work, b_np, mu, g.nv, exp2, g.src_valid, g.trg_valid, g.masked, g.bx, g.by, g.nx,
-            g.ix, g.iy, g.jx, g.jy, a, histpart,
+            work, a, b_np, g.nv, exp2, g.src_valid, g.trg_valid, g.masked, g.bx, g.by, g.nx,
+            g.ix, g.iy, g.wt, histpart,
         )
         prior = _prior(histpart, g.shape)
     kern.best_targets(
-        work, True, a, b_np, mu, g.nv, exp2, g.src_valid, g.trg_valid, g.masked, match.rhm,
-        prior, g.bx, g.by, g.nx, g.ix, g.iy, g.jx, g.jy, not match.rhm, rows, best,
+        work, True, a, b_np, g.nv, exp2, g.src_valid, g.trg_valid, g.masked, match.rhm,
+        prior, g.bx, g.by, g.nx, g.ix, g.iy, g.wt, rows, best,
     )
 
 

@@ -23,8 +23,6 @@ from numba import njit
 from numba import prange
 
 
-_F32_TINY = np.float32(np.finfo(np.float32).tiny)
-
 if "NUMBA_THREADING_LAYER" not in os.environ:
     # numba's OpenMP layer keeps its threads spinning after each kernel, against torch's own
     # OpenMP pool, and on a 2-core machine every small torch op between two kernels then
@@ -164,7 +162,7 @@ def _cosine_row(parent, has_parent, dt, rows, wts, identity, si, inv_t, i, row):
 @njit(cache=True, parallel=True)
 def cosine_votes(  # type: ignore[no-untyped-def]
     parent, has_parent, dt, rows, wts, identity, inv_s, inv_t, exp1, src_valid, trg_valid,
-    masked, with_hist, bx, by, nx, ix, iy, jx, jy, out, histpart
+    masked, with_hist, bx, by, nx, ix, iy, wt, out, histpart
 ):
     """HPF pass: votes ``max(cos, 0) ** exp1`` (masked), and their Hough histogram."""
     n, m = out.shape
@@ -183,25 +181,20 @@ def cosine_votes(  # type: ignore[no-untyped-def]
                     if not (src_valid[i] and trg_valid[j]):
                         row[j] = np.float32(0.0)
             if with_hist:
-                _histogram_row(row, bx[ix[i]], by[iy[i]], nx, jx, jy, hist)
+                _histogram_row(row, bx[ix[i]], by[iy[i]], nx, wt, hist)
 
 
 @njit(cache=True, inline="always")
-def _histogram_row(v, bxr, byr, nx, jx, jy, hist):  # type: ignore[no-untyped-def]
-    # Consecutive targets of a row fall into runs of one bin (the bin is separable into a
-    # column part and a row part): sum each run before touching the histogram.
-    cur = -1
-    acc = 0.0
-    for j in range(v.shape[0]):
-        b = bxr[jx[j]] + nx * byr[jy[j]]
-        if b != cur:
-            if cur >= 0:
-                hist[cur] += acc
-            cur = b
-            acc = 0.0
-        acc += v[j]
-    if cur >= 0:
-        hist[cur] += acc
+def _histogram_row(v, bxr, byr, nx, wt, hist):  # type: ignore[no-untyped-def]
+    # One source row's votes over a row-major target grid of wt columns: the bin of
+    # target (r, c) is bxr[c] + nx * byr[r] (the bin is separable, reference-behaviour.md
+    # section 5 / rhm.HoughTables).
+    ht = v.shape[0] // wt
+    for r in range(ht):
+        off = nx * byr[r]
+        base = r * wt
+        for c in range(wt):
+            hist[bxr[c] + off] += v[base + c]
 
 
 @njit(cache=True, inline="always")
@@ -212,45 +205,15 @@ def _plan_vote(k, ai, bj, nv, exp2):  # type: ignore[no-untyped-def]
     return _power(v if v > 0.0 else np.float32(0.0), exp2)
 
 
-@njit(cache=True, inline="always")
-def _row_scaling(K, b, mu, i):  # type: ignore[no-untyped-def]
-    # a_i = mu_i / (K b)_i, 0 where mu_i is 0 (the eager _safe_div).
-    m = K.shape[1]
-    # Eight independent partial sums: one float64 accumulator would serialise the row on
-    # the add latency.
-    p0 = p1 = p2 = p3 = p4 = p5 = p6 = p7 = 0.0
-    j = 0
-    while j + 8 <= m:
-        p0 += K[i, j] * b[j]
-        p1 += K[i, j + 1] * b[j + 1]
-        p2 += K[i, j + 2] * b[j + 2]
-        p3 += K[i, j + 3] * b[j + 3]
-        p4 += K[i, j + 4] * b[j + 4]
-        p5 += K[i, j + 5] * b[j + 5]
-        p6 += K[i, j + 6] * b[j + 6]
-        p7 += K[i, j + 7] * b[j + 7]
-        j += 8
-    r = ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7))
-    while j < m:
-        r += K[i, j] * b[j]
-        j += 1
-    if not mu[i] > 0.0:
-        return np.float32(0.0)
-    den = np.float32(r)
-    return np.float32(mu[i] / (den if den > _F32_TINY else _F32_TINY))
-
-
 @njit(cache=True, parallel=True)
 def plan_votes_hist(  # type: ignore[no-untyped-def]
-    K, b, mu, nv, exp2, src_valid, trg_valid, masked, bx, by, nx, ix, iy, jx, jy, a_out,
-    histpart
+    K, a, b, nv, exp2, src_valid, trg_valid, masked, bx, by, nx, ix, iy, wt, histpart
 ):
-    """OT pass 2: row scalings ``a = mu / (K b)`` and the Hough histogram of the votes.
+    """OT pass 2: the Hough histogram of the votes ``max((K a_i) b_j nv, 0) ** exp2``.
 
-    Each row is read twice back to back (row sum, then votes), the second time from cache.
-    Consecutive targets of a row fall into runs of one Hough bin (the bin is separable into
-    a source-column/target-column part and a row part), summed before touching the
-    histogram.
+    The target grid is row-major with ``wt`` columns, so within a target row the bin is
+    ``bx[ix_i, c] + nx * by[iy_i, r]``: a scatter into a per-thread histogram that stays
+    in cache, without branches.
     """
     n, m = K.shape
     nb = histpart.shape[0]
@@ -260,36 +223,38 @@ def plan_votes_hist(  # type: ignore[no-untyped-def]
         hist[:] = 0.0
         votes = np.empty(m, np.float32)
         for i in range(t * per, min(n, (t + 1) * per)):
-            ai = _row_scaling(K, b, mu, i)
-            a_out[i] = ai
+            ai = a[i]
             if ai == 0.0 or (masked and not src_valid[i]):
                 continue  # every vote of the row is 0
-            for j in range(m):
-                votes[j] = _plan_vote(K[i, j], ai, b[j], nv, exp2)
+            if exp2 == 1.0:
+                for j in range(m):
+                    v = ((K[i, j] * ai) * b[j]) * nv
+                    votes[j] = v if v > 0.0 else np.float32(0.0)
+            else:
+                for j in range(m):
+                    votes[j] = _plan_vote(K[i, j], ai, b[j], nv, exp2)
             if masked:
                 for j in range(m):
                     if not trg_valid[j]:
                         votes[j] = np.float32(0.0)
-            _histogram_row(votes, bx[ix[i]], by[iy[i]], nx, jx, jy, hist)
+            _histogram_row(votes, bx[ix[i]], by[iy[i]], nx, wt, hist)
 
 
 @njit(cache=True, parallel=True)
 def best_targets(  # type: ignore[no-untyped-def]
-    M, is_plan, a, b, mu, nv, exp2, src_valid, trg_valid, masked, with_prior, prior, bx, by,
-    nx, ix, iy, jx, jy, need_a, rows, best
+    M, is_plan, a, b, nv, exp2, src_valid, trg_valid, masked, with_prior, prior, bx, by, nx,
+    ix, iy, wt, rows, best
 ):
     """``best[i] = argmax_j C[i, j]`` for the listed source rows only.
 
-    ``M`` holds the Gibbs kernel (``is_plan``: votes are formed from it with ``a`` and ``b``;
-    ``need_a``: ``a`` is computed here, when no Hough pass did) or the votes themselves.
+    ``M`` holds the Gibbs kernel (``is_plan``: votes are formed from it with ``a`` and ``b``)
+    or the votes themselves.
     Invalid targets are excluded; ties go to the first index, as ``torch.argmax``.
     """
     m = M.shape[1]
     for r in prange(rows.shape[0]):
         i = rows[r]
-        ai = np.float32(0.0)
-        if is_plan:
-            ai = _row_scaling(M, b, mu, i) if need_a else a[i]
+        ai = a[i] if is_plan else np.float32(0.0)
         bxr = bx[ix[i]]
         byr = by[iy[i]]
         arg = 0
@@ -304,7 +269,7 @@ def best_targets(  # type: ignore[no-untyped-def]
             else:
                 v = M[i, j]
             if with_prior:
-                v = np.float32(v * prior[bxr[jx[j]] + nx * byr[jy[j]]])
+                v = np.float32(v * prior[bxr[j % wt] + nx * byr[j // wt]])
             if v > top:
                 top = v
                 arg = j
