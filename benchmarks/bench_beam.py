@@ -30,7 +30,6 @@ import numpy as np
 import optuna
 import torch
 
-from scotsearch.commands.beam import run_beam
 from scotsearch.config import MatchConfig
 from scotsearch.config import get_profile
 from scotsearch.data.pairs import Dataset
@@ -39,6 +38,7 @@ from scotsearch.evaluate import Evaluator
 from scotsearch.evaluate import Scores
 from scotsearch.features import ImageFeatures
 from scotsearch.layers import layer_specs
+from scotsearch.search.beam_study import run_beam
 
 
 #: SPair-71k val size and the references' candidate count for ResNet-101 (§8).

@@ -32,9 +32,9 @@ import torch
 from PIL import Image
 
 from scotsearch.cache import FeatureCache
+from scotsearch.cache import build_cache
 from scotsearch.cache import open_source
-from scotsearch.cache_build import build_cache
-from scotsearch.cache_format import layer_name
+from scotsearch.cache._format import layer_name
 from scotsearch.config import get_profile
 from scotsearch.layers import layer_specs
 
@@ -153,7 +153,7 @@ def main() -> None:
         subset = SCOT_PFPASCAL if args.backbone == "resnet101" else (2, 7, 11, 12, 13)
 
         def st_reader(layers: tuple[int, ...], check: bool):
-            from scotsearch.cache_format import read_entry
+            from scotsearch.cache._format import read_entry
 
             def read(a: str, b: str) -> None:
                 for s in (a, b):

@@ -19,10 +19,10 @@ import time
 
 import torch
 
-from scotsearch.commands.beam import run_beam
 from scotsearch.config import MatchConfig
 from scotsearch.config import get_profile
 from scotsearch.evaluate import Evaluator
+from scotsearch.search.beam_study import run_beam
 from scotsearch.testing import SyntheticSource
 from scotsearch.testing import synthetic_dataset
 

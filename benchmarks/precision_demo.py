@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 
 from scotsearch.cache import open_source
-from scotsearch.commands.beam import run_beam
 from scotsearch.config import MatchConfig
 from scotsearch.config import get_profile
 from scotsearch.data import load_dataset
 from scotsearch.evaluate import Evaluator
+from scotsearch.search.beam_study import run_beam
 from scotsearch.study import completed_trials
 
 

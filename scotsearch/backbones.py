@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
@@ -32,21 +30,19 @@ from scotsearch.features import ImageFeatures
 from scotsearch.layers import LayerSpec
 from scotsearch.layers import layer_specs
 from scotsearch.preprocess import prepare_image
+from scotsearch.weights import IMAGENET_WEIGHTS
+from scotsearch.weights import WeightsSpec
+from scotsearch.weights import describe_weights
+from scotsearch.weights import hub_checkpoints
+from scotsearch.weights import imagenet_checkpoint
+from scotsearch.weights import imagenet_file_name
+from scotsearch.weights import imagenet_url
+from scotsearch.weights import parse_weights
 
 
 logger = logging.getLogger(__name__)
 
-#: Name of the ImageNet weights the references used (torchvision's ``DEFAULT`` is V2: wrong).
-IMAGENET_WEIGHTS = "IMAGENET1K_V1"
-
 _BUILDERS = {"resnet50": torchvision.models.resnet50, "resnet101": torchvision.models.resnet101}
-_IMAGENET_ENUMS = {
-    "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
-    "resnet101": torchvision.models.ResNet101_Weights.IMAGENET1K_V1,
-}
-#: File names of the same V1 weights as the references' torchvision (pre-0.13) fetched them;
-#: accepted in the hub cache too so an old cache is reused.
-_LEGACY_FILES = {"resnet50": "resnet50-19c8e357.pth", "resnet101": "resnet101-5d3b4d8f.pth"}
 
 
 def state_dict_digest(state: Mapping[str, torch.Tensor]) -> str:
@@ -252,18 +248,17 @@ def _wrap(name: str, net: ResNet, weights: str) -> Backbone:
 
 
 def _random(name: str, seed: int) -> Backbone:
-    return _wrap(name, _build(name, seed), f"random:seed{seed}")
+    return _wrap(name, _build(name, seed), describe_weights(WeightsSpec("random", seed=seed)))
 
 
 def _imagenet_state(name: str) -> dict[str, torch.Tensor]:
     """The IMAGENET1K_V1 state dict from the hub cache or a download; ScotsearchError if none."""
-    url = _IMAGENET_ENUMS[name].url
-    file_name = os.path.basename(urlparse(url).path)
-    folder = Path(torch.hub.get_dir()) / "checkpoints"
-    for candidate in (file_name, _LEGACY_FILES[name]):
-        path = folder / candidate
-        if path.is_file():
-            return _read_state_dict(path)
+    path = imagenet_checkpoint(name)
+    if path is not None:
+        return _read_state_dict(path)
+    url = imagenet_url(name)
+    file_name = imagenet_file_name(name)
+    folder = hub_checkpoints()
     try:
         logger.info("downloading %s ImageNet weights from %s", name, url)
         # Looked up on torch.hub at call time so tests can replace it.
@@ -303,7 +298,8 @@ def load_backbone(
         ScotsearchError: weights missing, unreadable or not matching the architecture.
     """
     _check_name(name)
-    if weights is None or weights == IMAGENET_WEIGHTS:
+    spec = parse_weights(weights, seed)
+    if spec.kind == "imagenet":
         try:
             state = _imagenet_state(name)
         except ScotsearchError as exc:
@@ -315,19 +311,17 @@ def load_backbone(
             return _random(name, seed)
         net = _skeleton(name)
         _load_into(net, state, f"{IMAGENET_WEIGHTS} checkpoint")
-        return _wrap(name, net, IMAGENET_WEIGHTS)
-    if weights == "random" or weights.startswith("random:"):
-        if weights != "random":
-            tail = weights[len("random:") :].removeprefix("seed")
-            if not tail.isdigit():
-                raise ConfigError(f"cannot read a seed from {weights!r}; write random:seed<N>")
-            seed = int(tail)
-        return _random(name, seed)
-    path = Path(weights).expanduser()
+        return _wrap(name, net, describe_weights(spec))
+    if spec.kind == "random":
+        if spec.seed is None:
+            raise ConfigError(f"cannot read a seed from {weights!r}; write random:seed<N>")
+        return _random(name, spec.seed)
+    assert spec.path is not None
+    path = spec.path
     state = _read_state_dict(path)
     net = _skeleton(name)
     _load_into(net, state, f"weights file {path}")
-    return _wrap(name, net, f"file:{path.resolve()}")
+    return _wrap(name, net, describe_weights(spec))
 
 
 def extract_features(

@@ -12,21 +12,21 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
 
+from scotsearch._io import atomic_write
 from scotsearch.config import RUN_COLUMNS
 from scotsearch.config import MatchConfig
 from scotsearch.config import RunConfig
 from scotsearch.errors import ScotsearchError
 from scotsearch.search.beam import as_subset
 from scotsearch.study import completed_trials
+from scotsearch.study import rank_key
 
 
 #: Columns after the configuration, in order (``pooled_pck`` only when some row has it).
@@ -37,7 +37,7 @@ def export_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """Every completed layer-subset trial of ``study`` as an export row, best first.
 
     Rows are sorted by PCK descending; ties put fewer layers first, then the earlier trial
-    (the beam search's own tie rule).
+    (:func:`scotsearch.study.rank_key`, the beam search's own tie rule).
 
     Raises:
         ScotsearchError: the study was not written by scotsearch (no ``identity``).
@@ -69,7 +69,7 @@ def export_rows(study: optuna.Study) -> list[dict[str, Any]]:
         for cat, value in sorted((attrs.get("per_category") or {}).items()):
             row[f"pck_{cat}"] = float(value)
         rows.append(row)
-    rows.sort(key=lambda r: (-r["pck"], len(str(r["layers"]).split(",")), r["trial"]))
+    rows.sort(key=lambda r: rank_key(r["pck"], r["layers"], r["trial"]))
     return rows
 
 
@@ -110,13 +110,5 @@ def write_csv(rows: Sequence[dict[str, Any]], path: str | Path | None = None) ->
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # UTF-8, newlines as written, no fsync: what the export always wrote.
+    atomic_write(Path(path), text, fsync=False)

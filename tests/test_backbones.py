@@ -17,7 +17,6 @@ import torch.nn.functional as F
 import torchvision
 from torchvision.transforms import Normalize
 
-from scotsearch.backbones import IMAGENET_WEIGHTS
 from scotsearch.backbones import Backbone
 from scotsearch.backbones import extract_features
 from scotsearch.backbones import load_backbone
@@ -31,6 +30,7 @@ from scotsearch.preprocess import IMAGENET_MEAN
 from scotsearch.preprocess import IMAGENET_STD
 from scotsearch.preprocess import prepare_image
 from scotsearch.preprocess import resize_plan
+from scotsearch.weights import IMAGENET_WEIGHTS
 
 
 NAMES = ("resnet50", "resnet101")

@@ -268,7 +268,7 @@ WORKER = textwrap.dedent(
     import torch
     sys.path.insert(0, {root!r})
     from tests.test_beam import small_evaluator, RUN_KW
-    from scotsearch.commands.beam import run_beam
+    from scotsearch.search.beam_study import run_beam
 
     torch.set_num_threads(1)
     storage, out, kill_after = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -329,7 +329,7 @@ def run_worker(tmp_path: Path, storage: str, kill_after: int) -> subprocess.Comp
 
 
 def test_sigkill_mid_depth_then_resume_equals_uninterrupted_run(tmp_path):
-    from scotsearch.commands.beam import run_beam
+    from scotsearch.search.beam_study import run_beam
 
     # uninterrupted reference run (in this process)
     clean = f"sqlite:///{tmp_path}/clean.db"
@@ -360,8 +360,8 @@ def test_sigkill_mid_depth_then_resume_equals_uninterrupted_run(tmp_path):
 def test_resume_refuses_other_settings_and_continues_deeper(tmp_path):
     import dataclasses
 
-    from scotsearch.commands.beam import run_beam
     from scotsearch.errors import ConfigError
+    from scotsearch.search.beam_study import run_beam
 
     url = f"sqlite:///{tmp_path}/s.db"
     ev = small_evaluator()

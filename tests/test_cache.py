@@ -23,20 +23,20 @@ from PIL import Image
 from scotsearch.backbones import extract_features
 from scotsearch.backbones import load_backbone
 from scotsearch.cache import CachedSource
+from scotsearch.cache import EntryError
 from scotsearch.cache import FeatureCache
 from scotsearch.cache import MemorySource
-from scotsearch.cache import _Memo
+from scotsearch.cache import build_cache
+from scotsearch.cache import extract_batch
+from scotsearch.cache import make_key
 from scotsearch.cache import open_source
-from scotsearch.cache_admin import prune
-from scotsearch.cache_admin import verify
-from scotsearch.cache_build import build_cache
-from scotsearch.cache_build import extract_batch
-from scotsearch.cache_format import FP16_MAX
-from scotsearch.cache_format import EntryError
-from scotsearch.cache_format import decode_layer
-from scotsearch.cache_format import encode_layer
-from scotsearch.cache_format import make_key
-from scotsearch.cache_format import roundtrip
+from scotsearch.cache import prune
+from scotsearch.cache import verify
+from scotsearch.cache._format import FP16_MAX
+from scotsearch.cache._format import decode_layer
+from scotsearch.cache._format import encode_layer
+from scotsearch.cache._format import roundtrip
+from scotsearch.cache._sources import _Memo
 from scotsearch.config import MatchConfig
 from scotsearch.config import get_profile
 from scotsearch.data.images import load_image
@@ -106,8 +106,8 @@ def _run_py(code: str, *args: str) -> subprocess.Popen:
 WRITER = """
     import sys, dataclasses, torch
     from pathlib import Path
+    from scotsearch.cache import build_cache
     from scotsearch.cache import open_source
-    from scotsearch.cache_build import build_cache
     from scotsearch.config import get_profile
     {patch}
     profile = dataclasses.replace(get_profile("scot"), image_side=64)

@@ -16,6 +16,11 @@ from PIL import Image
 from scipy import ndimage
 
 from scotsearch.data import demo
+from scotsearch.data.demo import _install
+from scotsearch.data.demo import _photos
+from scotsearch.data.demo import _render
+from scotsearch.data.demo import _spair_files
+from scotsearch.data.demo import _warps
 from scotsearch.data.demo import DEMO_VERSION
 from scotsearch.data.demo import MANIFEST_NAME
 from scotsearch.data.demo import ensure_demo
@@ -69,10 +74,10 @@ def regenerated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     # A temporary tree of a process that no longer exists, and one of a live process.
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = root / f".seed0.tmp-{demo._host()}-{dead.pid}-0123456789ab"
+    stale = root / f".seed0.tmp-{_install._host()}-{dead.pid}-0123456789ab"
     (stale / "SPair-71k").mkdir(parents=True)
     (stale / "SPair-71k" / "junk.txt").write_text("x")
-    live = root / f".seed0.tmp-{demo._host()}-{os.getpid()}-ba9876543210"
+    live = root / f".seed0.tmp-{_install._host()}-{os.getpid()}-ba9876543210"
     live.mkdir()
     spair = ensure_demo(root, seed=0)
     return {"root": root, "spair": spair, "stale": stale, "live": live}
@@ -281,8 +286,8 @@ def test_keypoints_correspond(demo_root: Path, warp: str) -> None:
 
 def test_homography_keypoints_exact_before_rounding() -> None:
     # A pure-homography view maps photo points exactly and back.
-    g = demo._view_homography((512, 512), (300, 240), 17.0, 1.3, (0.1, -0.12), (0.05, 0.0))
-    view = demo._View("v", (300, 240), g)
+    g = _warps._view_homography((512, 512), (300, 240), 17.0, 1.3, (0.1, -0.12), (0.05, 0.0))
+    view = _warps._View("v", (300, 240), g)
     q = np.random.default_rng(0).uniform(50, 450, (40, 2))
     p, ok = view.from_photo(q)
     back, ok2 = view.to_photo(p)
@@ -299,7 +304,7 @@ def test_tps_inverse_accuracy() -> None:
     made = 0
     for _ in range(20):
         wh = (int(rng.integers(240, 401)), int(rng.integers(180, 401)))
-        tps = demo._random_tps(rng, wh, 0.018)  # the strongest jitter the generator uses
+        tps = _warps._random_tps(rng, wh, 0.018)  # the strongest jitter the generator uses
         if tps is None:
             continue
         made += 1
@@ -313,7 +318,7 @@ def test_tps_inverse_accuracy() -> None:
         if made <= 3:
             # Image resampling uses an interpolated dense displacement: a small fraction
             # of a pixel off the exact spline (evaluated per pixel here, hence only thrice).
-            dense = demo._dense_displacement(tps, wh)
+            dense = _render._dense_displacement(tps, wh)
             yy, xx = np.mgrid[0 : wh[1], 0 : wh[0]]
             p = np.stack([xx.ravel(), yy.ravel()], axis=1).astype(np.float64)
             assert np.abs(dense - (tps(p) - p)).max() < 0.05
@@ -324,7 +329,7 @@ def test_tps_interpolates_control_points() -> None:
     rng = np.random.default_rng(0)
     ctrl = rng.uniform(0, 300, (16, 2))
     disp = rng.normal(0, 4, (16, 2))
-    tps = demo._Tps(ctrl, disp)
+    tps = _warps._Tps(ctrl, disp)
     np.testing.assert_allclose(tps(ctrl), ctrl + disp, atol=1e-8)
     # Analytic Jacobian against central differences.
     x = rng.uniform(0, 300, (10, 2))
@@ -359,7 +364,7 @@ def test_different_seed_differs(demo_root: Path, tmp_path: Path) -> None:
 
 def test_partial_tree_and_stale_temporaries(regenerated: dict[str, Path]) -> None:
     root, spair = regenerated["root"], regenerated["spair"]
-    assert demo._is_complete(spair, 0)
+    assert _install._is_complete(spair, 0)
     assert not (spair / "leftover.txt").exists()
     assert "junk" not in (spair / "Layout" / "large" / "val.txt").read_text()
     assert not regenerated["stale"].exists()  # its process is gone: removed
@@ -375,7 +380,7 @@ def test_second_call_reuses(demo_root: Path, monkeypatch: pytest.MonkeyPatch) ->
     def fail(*args: object) -> None:
         raise AssertionError("regenerated a complete tree")
 
-    monkeypatch.setattr(demo, "_write_dataset", fail)
+    monkeypatch.setattr(_install, "_write_dataset", fail)
     assert ensure_demo(demo_root.parent.parent, seed=0) == demo_root
     assert ensure_demo(demo_root.parent.parent, 0) == demo_root
     assert manifest.stat().st_mtime_ns == before
@@ -384,28 +389,28 @@ def test_second_call_reuses(demo_root: Path, monkeypatch: pytest.MonkeyPatch) ->
 def test_incomplete_trees_are_rejected(demo_root: Path, tmp_path: Path) -> None:
     copy = tmp_path / "SPair-71k"
     shutil.copytree(demo_root, copy)
-    assert demo._is_complete(copy, 0)
-    assert not demo._is_complete(copy, 1)  # another seed's tree
+    assert _install._is_complete(copy, 0)
+    assert not _install._is_complete(copy, 1)  # another seed's tree
 
     manifest = json.loads((copy / MANIFEST_NAME).read_text())
     jpg = next(k for k in manifest["files"] if k.endswith(".jpg"))
     data = (copy / jpg).read_bytes()
     (copy / jpg).write_bytes(data[: len(data) // 2])  # truncated file
-    assert not demo._is_complete(copy, 0)
+    assert not _install._is_complete(copy, 0)
     (copy / jpg).write_bytes(data)
-    assert demo._is_complete(copy, 0)
+    assert _install._is_complete(copy, 0)
 
     (copy / jpg).unlink()  # missing file
-    assert not demo._is_complete(copy, 0)
+    assert not _install._is_complete(copy, 0)
     (copy / jpg).write_bytes(data)
 
     old = dict(manifest, version=DEMO_VERSION - 1)  # older generator
     (copy / MANIFEST_NAME).write_text(json.dumps(old))
-    assert not demo._is_complete(copy, 0)
+    assert not _install._is_complete(copy, 0)
     (copy / MANIFEST_NAME).write_text("{not json")
-    assert not demo._is_complete(copy, 0)
+    assert not _install._is_complete(copy, 0)
     (copy / MANIFEST_NAME).unlink()
-    assert not demo._is_complete(copy, 0)
+    assert not _install._is_complete(copy, 0)
 
 
 def _fake_writer(barrier: threading.Barrier | None = None):  # type: ignore[no-untyped-def]
@@ -417,7 +422,7 @@ def _fake_writer(barrier: threading.Barrier | None = None):  # type: ignore[no-u
         if barrier is not None:
             barrier.wait(timeout=10)  # both callers are mid-generation together
         manifest = {
-            "generator": demo._GENERATOR,
+            "generator": _spair_files._GENERATOR,
             "version": DEMO_VERSION,
             "seed": seed,
             "files": {"data.txt": (spair / "data.txt").stat().st_size},
@@ -430,7 +435,7 @@ def _fake_writer(barrier: threading.Barrier | None = None):  # type: ignore[no-u
 def test_concurrent_callers_end_with_one_tree(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(demo, "_write_dataset", _fake_writer(threading.Barrier(2)))
+    monkeypatch.setattr(_install, "_write_dataset", _fake_writer(threading.Barrier(2)))
     results: dict[str, Path] = {}
     errors: list[BaseException] = []
 
@@ -448,7 +453,7 @@ def test_concurrent_callers_end_with_one_tree(
     assert not errors
     assert results["A"] == results["B"] == tmp_path / "seed0" / "SPair-71k"
     assert (results["A"] / "data.txt").read_text() in ("A", "B")
-    assert demo._is_complete(results["A"], 0)
+    assert _install._is_complete(results["A"], 0)
     # The loser's temporary tree is gone; only the lock file remains beside seed0.
     assert sorted(p.name for p in tmp_path.iterdir()) == [".seed0.lock", "seed0"]
 
@@ -461,14 +466,14 @@ def test_failed_generation_leaves_nothing(
         (spair / "JPEGImages" / "half.jpg").write_bytes(b"\xff\xd8")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(demo, "_write_dataset", crash)
+    monkeypatch.setattr(_install, "_write_dataset", crash)
     with pytest.raises(KeyboardInterrupt):
         ensure_demo(tmp_path, seed=0)
     assert list(tmp_path.iterdir()) == []
     # The next call generates normally.
-    monkeypatch.setattr(demo, "_write_dataset", _fake_writer())
+    monkeypatch.setattr(_install, "_write_dataset", _fake_writer())
     spair = ensure_demo(tmp_path, seed=0)
-    assert demo._is_complete(spair, 0)
+    assert _install._is_complete(spair, 0)
 
 
 @pytest.mark.parametrize("seed", [-1, 1.5, "0", True])
@@ -480,7 +485,7 @@ def test_bad_seed(tmp_path: Path, seed: object) -> None:
 def test_missing_photo_is_a_data_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(demo, "_data_dir", lambda: tmp_path / "nowhere")
+    monkeypatch.setattr(_photos, "_data_dir", lambda: tmp_path / "nowhere")
     with pytest.raises(DataError, match="sample photo not found"):
         ensure_demo(tmp_path / "out", seed=0)
     assert not (tmp_path / "out" / "seed0").exists()

@@ -31,7 +31,7 @@ def make_evaluator(match: MatchConfig) -> Evaluator:
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
-    from scotsearch.commands.beam import run_beam
+    from scotsearch.search.beam_study import run_beam
 
     url = f"sqlite:///{tmp_path_factory.mktemp('export')}/s.db"
     ev = make_evaluator(MatchConfig.from_variant("ot-rhm", eps=0.05, exp2=0.5))

@@ -88,8 +88,8 @@ def _evaluator(n_pairs: int):
 
 
 def test_raced_search_keeps_the_result_and_scores_fewer_pairs(tmp_path) -> None:
-    from scotsearch.commands.beam import run_beam
     from scotsearch.export import export_rows
+    from scotsearch.search.beam_study import run_beam
     from scotsearch.study import completed_trials
 
     kw = dict(beam=2, max_layers=3, layers=range(6), chunk=8)
@@ -132,8 +132,8 @@ def test_raced_search_keeps_the_result_and_scores_fewer_pairs(tmp_path) -> None:
 
 
 def test_race_is_refused_with_the_reference_algorithm_and_bad_values(tmp_path) -> None:
-    from scotsearch.commands.beam import run_beam
     from scotsearch.errors import ConfigError
+    from scotsearch.search.beam_study import run_beam
 
     url = f"sqlite:///{tmp_path}/s.db"
     with pytest.raises(ConfigError, match="reference algorithm"):

@@ -30,20 +30,20 @@ from scotsearch.config import RunConfig
 from scotsearch.config import get_profile
 from scotsearch.errors import ConfigError
 from scotsearch.evaluate import Evaluator
+from scotsearch.search.objective import TuneObjective
+from scotsearch.search.objective import _surplus
+from scotsearch.search.objective import pair_order
+from scotsearch.search.space import HEIGHT_PARAMS
+from scotsearch.search.space import WIDTH_PARAMS
+from scotsearch.search.space_file import load_space
+from scotsearch.search.space_file import space_from_dict
 from scotsearch.search.tune import COUNTED
-from scotsearch.search.tune import TuneObjective
-from scotsearch.search.tune import _surplus
-from scotsearch.search.tune import best_layers_of
-from scotsearch.search.tune import pair_order
 from scotsearch.search.tune import run_config
 from scotsearch.search.tune import run_tune
+from scotsearch.study import best_layers_of
 from scotsearch.study import open_storage
 from scotsearch.testing import SyntheticSource
 from scotsearch.testing import synthetic_dataset
-from scotsearch.tune_space import HEIGHT_PARAMS
-from scotsearch.tune_space import WIDTH_PARAMS
-from scotsearch.tune_space import load_space
-from scotsearch.tune_space import space_from_dict
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -277,7 +277,7 @@ def test_joint_mode_uses_the_beam_layer_parameters() -> None:
 
 
 def test_from_beam_takes_the_best_subset_of_the_beam_study(tmp_path: Path) -> None:
-    from scotsearch.commands.tune import _layers_from_beam
+    from scotsearch.search.tune import layers_from_beam as _layers_from_beam
     from scotsearch.study import add_layer_trial
     from scotsearch.study import open_study
 
@@ -388,9 +388,9 @@ import json, sys, time
 import optuna
 sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
 from test_tune import _evaluator, FAST_SPACE, LAYERS
+from scotsearch.search.space_file import space_from_dict
 from scotsearch.search.tune import run_tune
-from scotsearch.search.tune import open_tune_storage
-from scotsearch.tune_space import space_from_dict
+from scotsearch.study import open_shared_storage as open_tune_storage
 cfg = json.loads(sys.argv[1])
 import torch; torch.set_num_threads(1)
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -41,11 +41,12 @@ def _human(n: float) -> str:
 
 
 def _print_info(cache_dir: Path) -> int:
-    from scotsearch.cache_admin import info
+    from scotsearch.cache import features_dir_of
+    from scotsearch.cache import info
 
-    data = info(cache_dir / "features")
+    data = info(features_dir_of(cache_dir))
     if not data["keys"]:
-        print(f"{data['root']}: no cached features")
+        print(f"{data['features_dir']}: no cached features")
         return 0
     for k in data["keys"]:
         print(f"{k['folder']}  {k['backbone']}  weights {k['weights']} "
@@ -54,15 +55,16 @@ def _print_info(cache_dir: Path) -> int:
         print(f"    {k['entries']} entries, {_human(k['bytes'])}"
               + (f", {_human(k['bytes'] / k['entries'])} per image" if k["entries"] else "")
               + f", created {k['created']}")
-    print(f"total: {data['entries']} entries, {_human(data['bytes'])} in {data['root']}"
+    print(f"total: {data['entries']} entries, {_human(data['bytes'])} in {data['features_dir']}"
           + (f"; {data['temporaries']} temporary file(s)" if data["temporaries"] else ""))
     return 0
 
 
 def _verify(cache_dir: Path, workers: int) -> int:
-    from scotsearch.cache_admin import verify
+    from scotsearch.cache import features_dir_of
+    from scotsearch.cache import verify
 
-    report = verify(cache_dir / "features", workers=workers)
+    report = verify(features_dir_of(cache_dir), workers=workers)
     for path, reason in report.bad:
         print(f"BAD  {path}: {reason}")
     print(f"checked {report.checked} entries: {len(report.bad)} bad"
@@ -74,9 +76,10 @@ def _verify(cache_dir: Path, workers: int) -> int:
 
 
 def _prune(cache_dir: Path, dry_run: bool) -> int:
-    from scotsearch.cache_admin import prune
+    from scotsearch.cache import features_dir_of
+    from scotsearch.cache import prune
 
-    report = prune(cache_dir / "features", dry_run=dry_run)
+    report = prune(features_dir_of(cache_dir), dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     for path, reason in report.removed:
         print(f"{verb} {path}: {reason}")
@@ -103,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--no-cache makes no sense for the cache command")
 
     from scotsearch.cache import CachedSource
-    from scotsearch.cache_build import build_cache
+    from scotsearch.cache import build_cache
 
     device = common.resolve_device(args.device)
     dataset = common.open_dataset(args)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
+from scotsearch._io import atomic_write
 from scotsearch._version import __version__
 from scotsearch.commands import common
 from scotsearch.config import RunConfig
@@ -84,15 +83,9 @@ def _apply_config(args: argparse.Namespace) -> RunConfig:
 
 
 def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # json.dumps gives the bytes json.dump wrote (ASCII, so the locale's encoding never
+    # mattered); the result file was never fsync'ed.
+    atomic_write(path, json.dumps(payload, indent=1), fsync=False)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,13 +18,17 @@ import logging
 from pathlib import Path
 
 import optuna
-from optuna.storages import BaseStorage
 
 from scotsearch.commands import common
 from scotsearch.errors import ConfigError
 from scotsearch.evaluate import Evaluator
 from scotsearch.layers import layers_key
 from scotsearch.layers import parse_layers
+from scotsearch.search.space_file import load_space
+from scotsearch.search.tune import layers_from_beam
+from scotsearch.search.tune import run_tune
+from scotsearch.study import describe_storage
+from scotsearch.study import open_shared_storage
 
 
 HELP = "tune the staircase, eps, Sinkhorn iterations, exp2 and CAM use with Optuna (resumable)"
@@ -74,31 +78,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     common.add_match_args(p, variant="ot-rhm-stair")
 
 
-def _layers_from_beam(
-    study_name: str, storage: BaseStorage, backbone: str, dataset: str
-) -> tuple[int, ...]:
-    from scotsearch.search.tune import best_layers_of
-    from scotsearch.study import open_study
-
-    beam = open_study(study_name, storage, create=False)
-    ident = beam.user_attrs.get("identity") or {}
-    if ident.get("backbone") not in (None, backbone):
-        raise ConfigError(
-            f"beam study '{study_name}' searched {ident.get('backbone')} layers; this tune run "
-            f"uses {backbone}"
-        )
-    if ident.get("dataset") not in (None, dataset):
-        log.warning("beam study '%s' was run on %s, tuning on %s", study_name,
-                    ident.get("dataset"), dataset)
-    return best_layers_of(beam)
-
-
 def run(args: argparse.Namespace) -> int:
     from scotsearch.commands.evaluate import PUBLISHED_LAYERS
-    from scotsearch.search.tune import open_tune_storage
-    from scotsearch.search.tune import run_tune
-    from scotsearch.study import describe_storage
-    from scotsearch.tune_space import load_space
 
     if args.trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {args.trials}")
@@ -116,10 +97,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("tune searches transport settings; use an OT variant "
                           "(--variant ot-rhm-stair, ot-rhm, ...)")
     profile = common.profile_from_args(args)
-    storage = open_tune_storage(args.storage)
+    storage = open_shared_storage(args.storage)
 
     if args.from_beam is not None:
-        layers = _layers_from_beam(args.from_beam, storage, args.backbone, dataset.name)
+        layers = layers_from_beam(args.from_beam, storage, args.backbone, dataset.name)
         log.info("layers %s from beam study '%s'", layers_key(layers), args.from_beam)
     elif args.layers is not None:
         layers = parse_layers(args.layers, args.backbone)

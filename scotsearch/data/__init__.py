@@ -55,7 +55,7 @@ def load_dataset(name: str, root: Path | None, split: str) -> Dataset:
     """
     if name == "demo":
         # --- demo hook -------------------------------------------------------------------
-        # The generator lives in scotsearch/data/demo.py (another module); import it only
+        # The generator lives in scotsearch/data/demo/ (another package); import it only
         # when asked for, so the real readers never depend on it. It writes SPair-71k
         # layout and returns that root.
         from scotsearch.data.demo import ensure_demo

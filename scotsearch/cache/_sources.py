@@ -1,55 +1,39 @@
-"""The on-disk feature cache, and the feature sources the evaluator reads (issue #3).
+"""Feature sources the evaluator reads: the on-disk cache, or memory only (issue #3).
 
-The backbone runs once per distinct image; every layer id's map (float16, native
-resolution), the raw multi-scale CAM, the resize ratio and the sizes are stored in one
-safetensors entry per image (format: :mod:`scotsearch.cache_format`). Searches then read
-only the layers a candidate needs and never run the CNN for a cached image.
+The backbone runs once per distinct image; every layer id's map, the raw multi-scale CAM,
+the resize ratio and the sizes are stored in one entry per image (:mod:`._format`,
+:mod:`._store`). Searches then read only the layers a candidate needs and never run the CNN
+for a cached image.
 
-Entry points:
-
-* :func:`open_source` returns the :class:`~scotsearch.features.FeatureSource` of the CLI
-  flags: a :class:`CachedSource` (builds missing entries on demand) or, without a cache
-  folder, a :class:`MemorySource`.
-* :class:`FeatureCache` is one cache folder: key, entry paths, ``put``/``get``, and the
-  maintenance operations ``verify``/``info``/``prune`` (implemented in
-  :mod:`scotsearch.cache_admin`).
-* :func:`scotsearch.cache_build.build_cache` fills a cache for a dataset split.
-
-Weights digests without loading the weights: see :mod:`scotsearch.cache_weights`.
+:func:`open_source` returns the :class:`~scotsearch.features.FeatureSource` of the CLI
+flags: a :class:`CachedSource` (builds missing entries on demand) or, without a cache
+folder, a :class:`MemorySource`. Both round values through the entry format, so a run
+scores the same with and without the cache.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 
-from scotsearch._version import __version__
 from scotsearch.backbones import Backbone
 from scotsearch.backbones import extract_features
 from scotsearch.backbones import load_backbone
-from scotsearch.cache_format import ENTRY_SUFFIX
-from scotsearch.cache_format import CacheKey
-from scotsearch.cache_format import EntryError
-from scotsearch.cache_format import atomic_write
-from scotsearch.cache_format import encode_entry
-from scotsearch.cache_format import file_sha256
-from scotsearch.cache_format import make_key
-from scotsearch.cache_format import quick_check
-from scotsearch.cache_format import read_entry
-from scotsearch.cache_format import roundtrip
-from scotsearch.cache_weights import DIGESTS_FILE
-from scotsearch.cache_weights import DigestBook
-from scotsearch.cache_weights import WeightsRef
-from scotsearch.cache_weights import imagenet_checkpoint
-from scotsearch.cache_weights import weights_ref
+from scotsearch.cache._digests import DigestBook
+from scotsearch.cache._digests import weights_ref
+from scotsearch.cache._format import CacheKey
+from scotsearch.cache._format import EntryError
+from scotsearch.cache._format import digests_path
+from scotsearch.cache._format import features_dir_of
+from scotsearch.cache._format import file_sha256
+from scotsearch.cache._format import make_key
+from scotsearch.cache._format import roundtrip
+from scotsearch.cache._store import FeatureCache
 from scotsearch.config import Profile
 from scotsearch.data.images import load_image
 from scotsearch.errors import DataError
@@ -57,140 +41,9 @@ from scotsearch.errors import ScotsearchError
 from scotsearch.features import ImageFeatures
 
 
-__all__ = [
-    "CachedSource", "DigestBook", "FeatureCache", "MemorySource", "WeightsRef", "build_cache",
-    "imagenet_checkpoint", "open_source", "weights_ref",
-]
-
 logger = logging.getLogger(__name__)
 
-#: Sub-folder of ``--cache-dir`` holding the features (``cache/`` also holds the demo data).
-FEATURES_DIR = "features"
-MANIFEST = "manifest.json"
 
-
-# ------------------------------------------------------------------------------ the cache
-class FeatureCache:
-    """One cache folder; bound to an extractor key for reads and writes.
-
-    Args:
-        cache_dir: the ``--cache-dir`` folder (entries live under ``cache_dir/features``).
-        key: the extractor key; ``None`` for maintenance only (``verify``/``info``/``prune``).
-        weights: description of the weights, recorded in the folder's manifest.
-    """
-
-    def __init__(self, cache_dir: Path, key: CacheKey | None = None, *, weights: str = "") -> None:
-        self.cache_dir = Path(cache_dir)
-        self.root = self.cache_dir / FEATURES_DIR
-        self.key = key
-        self.weights = weights
-        self._manifest_ok = False
-
-    @property
-    def folder(self) -> Path:
-        if self.key is None:
-            raise ValueError("this FeatureCache has no key; pass one to read or write entries")
-        return self.root / self.key.short
-
-    def path_for(self, image_sha: str) -> Path:
-        """Entry file of an image (by the SHA-256 of its bytes)."""
-        return self.folder / image_sha[:2] / f"{image_sha}{ENTRY_SUFFIX}"
-
-    def _ensure_manifest(self) -> None:
-        """Write the folder's manifest (full key, versions) once, or add a weights spelling."""
-        if self._manifest_ok:
-            return
-        assert self.key is not None
-        path = self.folder / MANIFEST
-        try:
-            manifest = json.loads(path.read_text())
-        except (OSError, ValueError):
-            manifest = None
-        if not isinstance(manifest, dict) or manifest.get("key") != self.key.digest:
-            manifest = {
-                "key": self.key.digest,
-                "fields": self.key.fields,
-                "weights_seen": [],
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "versions": {"scotsearch": __version__, "torch": torch.__version__,
-                             "torchvision": torchvision.__version__},
-            }
-        else:
-            manifest.setdefault("weights_seen", [])
-        new_spelling = bool(self.weights) and self.weights not in manifest["weights_seen"]
-        if new_spelling:
-            manifest["weights_seen"].append(self.weights)
-        if new_spelling or not path.is_file():
-            atomic_write(path, json.dumps(manifest, indent=1, sort_keys=True))
-        self._manifest_ok = True
-
-    def has(self, image_sha: str) -> bool:
-        """A readable entry exists (header, length, key and image checked; no CRC)."""
-        assert self.key is not None
-        try:
-            quick_check(self.path_for(image_sha), self.key.digest, image_sha)
-            return True
-        except (FileNotFoundError, EntryError):
-            return False
-
-    def get(
-        self, image_sha: str, layer_ids: tuple[int, ...] | None = None, *, need_cam: bool = True,
-        checked: set[str] | None = None,
-    ) -> ImageFeatures | None:
-        """Read an entry's requested layers (and CAM); ``None`` when there is no entry.
-
-        Args:
-            image_sha: the image's digest.
-            layer_ids: layers to read (``None``: all).
-            need_cam: read the CAM too.
-            checked: tensors of this entry whose CRC was already verified (updated).
-
-        Raises:
-            EntryError: the entry exists but is truncated, corrupt or belongs elsewhere.
-        """
-        assert self.key is not None
-        try:
-            return read_entry(self.path_for(image_sha), key=self.key.digest, image_sha=image_sha,
-                              layer_ids=layer_ids, need_cam=need_cam, checked=checked)
-        except FileNotFoundError:
-            return None
-
-    def put(self, image_sha: str, feats: ImageFeatures, *, source: str = "") -> ImageFeatures:
-        """Store a complete entry atomically; returns the features as reads will return them."""
-        assert self.key is not None
-        try:
-            data, decoded = encode_entry(feats, self.key, image_sha, source=source)
-        except ValueError as exc:
-            raise ScotsearchError(f"cannot cache features of {source or image_sha}: {exc}") from None
-        self._ensure_manifest()
-        atomic_write(self.path_for(image_sha), data)
-        return decoded
-
-    def discard(self, path: Path) -> None:
-        """Remove a bad entry (a concurrent rebuild may already have replaced it: harmless)."""
-        Path(path).unlink(missing_ok=True)
-
-    # Maintenance lives in cache_admin to keep this module about reads and writes.
-    def info(self) -> dict[str, Any]:
-        """Entries, sizes and key fields of every key folder (see ``cache_admin.info``)."""
-        from scotsearch.cache_admin import info
-
-        return info(self.root)
-
-    def verify(self, *, workers: int = 4) -> Any:
-        """Fully check every entry of every key folder (see ``cache_admin.verify``)."""
-        from scotsearch.cache_admin import verify
-
-        return verify(self.root, workers=workers)
-
-    def prune(self, *, dry_run: bool = False) -> Any:
-        """Remove what no current key uses (see ``cache_admin.prune``)."""
-        from scotsearch.cache_admin import prune
-
-        return prune(self.root, dry_run=dry_run)
-
-
-# ----------------------------------------------------------------------------- sources
 def _nbytes(f: ImageFeatures) -> int:
     n = sum(t.numel() * t.element_size() for t in f.layers.values())
     return n + (0 if f.cam is None else f.cam.numel() * f.cam.element_size())
@@ -249,6 +102,7 @@ class MemorySource:
         self.extractions = 0
 
     def get(self, path: Path, layer_ids: tuple[int, ...], *, need_cam: bool) -> ImageFeatures:
+        """The image's ``layer_ids`` (and CAM), extracted unless remembered."""
         key = str(Path(path))
         f = self._memo.peek(key)
         if f is None or (need_cam and f.cam is None):
@@ -259,6 +113,7 @@ class MemorySource:
         return _subset(f, tuple(layer_ids), need_cam)
 
     def describe(self) -> dict[str, str]:
+        """Backbone, weights, weights digest and profile; no cache key."""
         return {**self.model.describe(), "profile": self.profile.name, "cache_key": ""}
 
 
@@ -333,10 +188,11 @@ class CachedSource:
         """The backbone, loaded on first use; its digest must match the cache key's."""
         if self._model is None:
             weights, seed, fallback = self._load_args
-            model = load_backbone(self.backbone, weights, seed=seed, allow_random_fallback=fallback)
+            model = load_backbone(self.backbone, weights, seed=seed,
+                                  allow_random_fallback=fallback)
             expected = self.key.fields["weights_digest"]
             if model.weights_digest != expected:
-                DigestBook(self.cache.root / DIGESTS_FILE).put(
+                DigestBook(digests_path(self.cache.features_dir)).put(
                     self._identity, model.weights_digest, model.weights)
                 raise ScotsearchError(
                     f"the weights {model.weights} changed since their digest was recorded "
@@ -351,7 +207,8 @@ class CachedSource:
         """Run the backbone on one image and store its complete entry (all layers, CAM)."""
         sha = image_sha or self.image_sha(path)
         image = load_image(Path(path)) if img is None else img
-        feats = extract_features(self.model(), image, self.profile, with_cam=True, device=self.device)
+        feats = extract_features(self.model(), image, self.profile, with_cam=True,
+                                 device=self.device)
         out = self.cache.put(sha, feats, source=str(path))
         self.builds += 1
         return out
@@ -370,6 +227,7 @@ class CachedSource:
         return memo[1]
 
     def get(self, path: Path, layer_ids: tuple[int, ...], *, need_cam: bool) -> ImageFeatures:
+        """The image's ``layer_ids`` (and CAM) from memory, the cache, or a build."""
         sha = self.image_sha(path)
         ids = tuple(int(i) for i in layer_ids)
         have = self._memo.peek(sha)
@@ -378,7 +236,8 @@ class CachedSource:
         if have is not None and not missing and not cam_missing:
             return _subset(have, ids, need_cam)
         try:
-            part = self.cache.get(sha, missing, need_cam=cam_missing, checked=self._checked_set(sha))
+            part = self.cache.get(sha, missing, need_cam=cam_missing,
+                                  checked=self._checked_set(sha))
         except EntryError as exc:
             logger.warning("cache entry %s is corrupt or truncated (%s); rebuilding it",
                            exc.path, exc.reason)
@@ -396,6 +255,7 @@ class CachedSource:
         return _subset(part, ids, need_cam)
 
     def describe(self) -> dict[str, str]:
+        """Backbone, weights, weights digest, profile, cache key and cache folder."""
         return {
             "backbone": self.backbone,
             "weights": self.weights_description,
@@ -432,15 +292,17 @@ def open_source(
         record) or, without ``cache_dir``, a :class:`MemorySource`.
     """
     if cache_dir is None:
-        model = load_backbone(backbone, weights, seed=seed, allow_random_fallback=allow_random_fallback)
-        return MemorySource(model, profile, device)
+        return MemorySource(load_backbone(backbone, weights, seed=seed,
+                                          allow_random_fallback=allow_random_fallback),
+                            profile, device)
     ref = weights_ref(backbone, weights, seed)
-    book = DigestBook(Path(cache_dir) / FEATURES_DIR / DIGESTS_FILE)
+    book = DigestBook(digests_path(features_dir_of(Path(cache_dir))))
     digest = book.get(ref.identity)
     description = ref.description
-    model = None
+    model: Backbone | None = None
     if digest is None:
-        model = load_backbone(backbone, weights, seed=seed, allow_random_fallback=allow_random_fallback)
+        model = load_backbone(backbone, weights, seed=seed,
+                              allow_random_fallback=allow_random_fallback)
         digest, description = model.weights_digest, model.weights
         if description == ref.description:  # not a random fallback for missing weights
             book.put(ref.identity, digest, description)
@@ -450,10 +312,3 @@ def open_source(
         allow_random_fallback=allow_random_fallback, weights_description=description,
         identity=ref.identity, profile=profile, device=device, model=model,
     )
-
-
-def build_cache(dataset: Any, source: CachedSource, **kwargs: Any) -> Any:
-    """Fill the cache for a split; see :func:`scotsearch.cache_build.build_cache`."""
-    from scotsearch.cache_build import build_cache as _build
-
-    return _build(dataset, source, **kwargs)

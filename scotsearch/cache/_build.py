@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from scotsearch.backbones import Backbone
 from scotsearch.backbones import extract_features
-from scotsearch.cache import CachedSource
+from scotsearch.cache._sources import CachedSource
 from scotsearch.cam import CAM_SCALES
 from scotsearch.cam import _topk_cam
 from scotsearch.config import Profile
@@ -57,6 +57,7 @@ class BuildStats:
 
     @property
     def images_per_s(self) -> float:
+        """Entries built per second of network time (0 when nothing was built)."""
         return self.built / self.seconds if self.seconds > 0 else 0.0
 
 
@@ -153,7 +154,8 @@ def build_cache(
             return stats
         model = source.model()
         t0 = time.perf_counter()
-        stats.built = _run(todo, source, model, pool, workers=workers, batch=batch, progress=progress)
+        stats.built = _run(todo, source, model, pool, workers=workers, batch=batch,
+                           progress=progress)
         stats.seconds = time.perf_counter() - t0
         return stats
     finally:
@@ -176,7 +178,8 @@ def _run(todo: list[tuple[str, Path]], source: CachedSource, model: Backbone,
     buckets: dict[tuple[int, int], list[_Decoded]] = {}
     items = iter(todo)
     built = 0
-    bar = tqdm(total=len(todo), desc="cache", unit="img", disable=not progress or None, leave=False)
+    bar = tqdm(total=len(todo), desc="cache", unit="img", disable=not progress or None,
+               leave=False)
 
     def refill() -> None:
         while len(pending) < ahead:
@@ -188,7 +191,8 @@ def _run(todo: list[tuple[str, Path]], source: CachedSource, model: Backbone,
     def flush(group: list[_Decoded]) -> None:
         nonlocal built
         if len(group) == 1:
-            feats = [extract_features(model, group[0].img, profile, with_cam=True, device=source.device)]
+            feats = [extract_features(model, group[0].img, profile, with_cam=True,
+                                      device=source.device)]
         else:
             feats = extract_batch(model, [d.img for d in group], profile, source.device)
         for d, f in zip(group, feats):

@@ -1,22 +1,22 @@
 """Identifying ``--weights`` without loading them, for the feature cache's key.
 
 The cache key needs the digest of the weights (never a symbolic name), but a fully cached
-search should not even build the CNN. ``<cache>/features/weights.json`` therefore records ``identity -> digest``, where the identity of a checkpoint file (a
-``--weights FILE`` or the torch-hub ``IMAGENET1K_V1`` checkpoint, the file the backbone
-loader would read) is its resolved path, size and modification time, and the identity of
-random weights is the seed plus the torch and torchvision versions (their initialisers).
-A recorded identity gives the digest at once; anything else (no record, a touched file, no
-local ImageNet checkpoint) loads the backbone, which computes the digest from the loaded
-state dict, and records it. When a lazily loaded backbone disagrees with a recorded digest
-(a file rewritten with its old size and time), the command stops rather than mixing
-entries of two networks.
+search should not even build the CNN. The digest book (``<cache_dir>/features/weights.json``,
+:func:`~scotsearch.cache._format.digests_path`) therefore records ``identity -> digest``,
+where the identity of a checkpoint file (a ``--weights FILE`` or the torch-hub
+``IMAGENET1K_V1`` checkpoint, the file the backbone loader would read) is its resolved path,
+size and modification time, and the identity of random weights is the seed plus the torch
+and torchvision versions (their initialisers). A recorded identity gives the digest at
+once; anything else (no record, a touched file, no local ImageNet checkpoint) loads the
+backbone, which computes the digest from the loaded state dict, and records it. When a
+lazily loaded backbone disagrees with a recorded digest (a file rewritten with its old
+size and time), the command stops rather than mixing entries of two networks.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,14 +24,14 @@ from typing import Any
 import torch
 import torchvision
 
-from scotsearch.cache_format import atomic_write
-from scotsearch.cache_format import canonical_json
+from scotsearch._io import atomic_write
+from scotsearch.cache._format import canonical_json
+from scotsearch.weights import describe_weights
+from scotsearch.weights import imagenet_checkpoint
+from scotsearch.weights import parse_weights
 
 
 logger = logging.getLogger(__name__)
-
-#: File name of the digest book inside ``<cache_dir>/features``.
-DIGESTS_FILE = "weights.json"
 
 
 @dataclass(frozen=True)
@@ -49,23 +49,6 @@ class WeightsRef:
     identity: dict[str, Any] | None
 
 
-def imagenet_checkpoint(backbone: str) -> Path | None:
-    """The hub-cache file ``load_backbone`` would read for ``IMAGENET1K_V1``, if present."""
-    # The backbone loader's own tables, so both look for the same files in the same order.
-    from urllib.parse import urlparse
-
-    from scotsearch.backbones import _IMAGENET_ENUMS
-    from scotsearch.backbones import _LEGACY_FILES
-
-    if backbone not in _IMAGENET_ENUMS:
-        return None
-    folder = Path(torch.hub.get_dir()) / "checkpoints"
-    for name in (os.path.basename(urlparse(_IMAGENET_ENUMS[backbone].url).path), _LEGACY_FILES[backbone]):
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
 def _file_identity(backbone: str, path: Path) -> dict[str, Any]:
     st = path.stat()
     return {"kind": "file", "backbone": backbone, "path": str(path.resolve()),
@@ -73,22 +56,32 @@ def _file_identity(backbone: str, path: Path) -> dict[str, Any]:
 
 
 def weights_ref(backbone: str, weights: str | None, seed: int) -> WeightsRef:
-    """Describe and identify ``--weights`` without reading any tensor."""
-    if weights is None or weights == "IMAGENET1K_V1":
+    """Describe and identify ``--weights`` without reading any tensor.
+
+    Args:
+        backbone: the backbone name.
+        weights: the ``--weights`` spelling (:func:`scotsearch.weights.parse_weights`).
+        seed: ``--seed``, the seed of plain ``random``.
+    """
+    spec = parse_weights(weights, seed)
+    if spec.kind == "imagenet":
+        # The file load_backbone would read (same lookup, same order).
         path = imagenet_checkpoint(backbone)
-        return WeightsRef("IMAGENET1K_V1", None if path is None else _file_identity(backbone, path))
-    if weights == "random" or weights.startswith("random:"):
-        tail = weights[len("random:"):].removeprefix("seed") if weights != "random" else str(seed)
-        if not tail.isdigit():
+        identity = None if path is None else _file_identity(backbone, path)
+        return WeightsRef(describe_weights(spec), identity)
+    if spec.kind == "random":
+        # A negative --seed has no identity (it is loaded every time): kept as it was.
+        if spec.seed is None or spec.seed < 0:
+            assert weights is not None
             return WeightsRef(weights, None)  # load_backbone reports the malformed seed
-        return WeightsRef(f"random:seed{int(tail)}", {
-            "kind": "random", "backbone": backbone, "seed": int(tail),
+        return WeightsRef(describe_weights(spec), {
+            "kind": "random", "backbone": backbone, "seed": spec.seed,
             "torch": torch.__version__, "torchvision": torchvision.__version__,
         })
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        return WeightsRef(f"file:{path}", None)  # load_backbone reports the missing file
-    return WeightsRef(f"file:{path.resolve()}", _file_identity(backbone, path))
+    assert spec.path is not None
+    # A missing file has no identity, so it is loaded, and load_backbone reports it.
+    identity = _file_identity(backbone, spec.path) if spec.path.is_file() else None
+    return WeightsRef(describe_weights(spec), identity)
 
 
 class DigestBook:
@@ -109,12 +102,14 @@ class DigestBook:
             return {}
 
     def get(self, identity: dict[str, Any] | None) -> str | None:
+        """The recorded digest of ``identity`` (``None``: no record, or no identity)."""
         if identity is None:
             return None
         rec = self._load().get(canonical_json(identity))
         return rec.get("digest") if isinstance(rec, dict) else None
 
     def put(self, identity: dict[str, Any] | None, digest: str, description: str) -> None:
+        """Record ``identity -> digest`` (best effort: a read-only cache only logs)."""
         if identity is None:
             return
         data = self._load()
@@ -125,7 +120,9 @@ class DigestBook:
             logger.debug("cannot record weights digest in %s: %s", self.path, exc)
 
     def records(self) -> dict[str, dict[str, str]]:
+        """Every record: canonical identity JSON -> ``{"digest", "weights"}``."""
         return self._load()
 
     def replace(self, data: dict[str, dict[str, str]]) -> None:
+        """Replace the whole book with ``data`` (atomically)."""
         atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True), fsync=False)

@@ -1,10 +1,15 @@
-"""On-disk format of the feature cache: keys, entry files, checks and atomic writes.
+"""On-disk format of the feature cache: the layout's names, the keys, the entry files.
 
-Layout (ecosystem.md §3.3)::
+Every name of the layout is spelled here and nowhere else; the other cache modules build
+paths with the functions below. Layout (ecosystem.md §3.3)::
 
     <cache_dir>/features/weights.json                     weights identity -> digest records
     <cache_dir>/features/<key[:16]>/manifest.json         full key fields of the folder
     <cache_dir>/features/<key[:16]>/<sha[:2]>/<sha>.safetensors   one entry per image
+
+``cache_dir`` is the folder the user passes (``--cache-dir``); ``features_dir`` is its
+``features`` sub-folder; a *key folder* is ``features_dir/<key[:16]>``. Temporary files
+(``.<name>.<host>.<pid>.<random>.tmp``, :mod:`scotsearch._io`) sit next to what they replace.
 
 An entry is one safetensors file per image (``sha`` = SHA-256 of the image file bytes)
 holding a float16 tensor ``layer_NN`` per layer id at its native resolution and the float32
@@ -23,9 +28,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import socket
-import tempfile
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -55,22 +57,74 @@ LAYER_SCHEME = (
     "after the residual add and before its ReLU"
 )
 
+#: The ``format`` field of every entry's metadata.
 FORMAT_NAME = "scotsearch-features"
-ENTRY_SUFFIX = ".safetensors"
-TMP_SUFFIX = ".tmp"
 #: Largest finite float16.
 FP16_MAX = 65504.0
 
+#: Sub-folder of ``--cache-dir`` holding the features (``cache/`` also holds the demo data).
+FEATURES_DIR = "features"
+#: The weights digest book (:class:`~scotsearch.cache.DigestBook`) in the features folder.
+DIGESTS_FILE = "weights.json"
+#: A key folder's full key fields, versions and the weights spellings seen, as JSON.
+MANIFEST = "manifest.json"
+#: Suffix of an entry file (its stem is the image digest).
+ENTRY_SUFFIX = ".safetensors"
+#: Hex digits of the key digest naming its folder (the full digest is checked on reads).
+KEY_FOLDER_DIGITS = 16
+#: Hex digits of the image digest naming the sub-folder of its entry.
+SHARD_DIGITS = 2
 
-class EntryError(Exception):
-    """An entry file exists but is not a valid entry for the expected key and image."""
 
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = Path(path)
-        self.reason = reason
+# -------------------------------------------------------------------------------- layout
+def features_dir_of(cache_dir: Path) -> Path:
+    """The features folder of the cache folder ``cache_dir`` (``--cache-dir``)."""
+    return Path(cache_dir) / FEATURES_DIR
 
 
+def digests_path(features_dir: Path) -> Path:
+    """The weights digest book of a features folder."""
+    return Path(features_dir) / DIGESTS_FILE
+
+
+def key_folder_name(digest: str) -> str:
+    """Name of the key folder of a full key digest."""
+    return digest[:KEY_FOLDER_DIGITS]
+
+
+def key_folders(features_dir: Path) -> list[Path]:
+    """The key folders of a features folder, sorted (hidden names are not key folders)."""
+    if not features_dir.is_dir():
+        return []
+    return sorted(p for p in features_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def manifest_path(folder: Path) -> Path:
+    """The manifest of a key folder."""
+    return folder / MANIFEST
+
+
+def entry_path(folder: Path, image_sha: str) -> Path:
+    """Entry file of an image (by the SHA-256 of its bytes) in a key folder."""
+    return folder / image_sha[:SHARD_DIGITS] / f"{image_sha}{ENTRY_SUFFIX}"
+
+
+def entry_files(folder: Path) -> list[Path]:
+    """The entry files of a key folder, sorted."""
+    return sorted(folder.glob(f"{'?' * SHARD_DIGITS}/*{ENTRY_SUFFIX}"))
+
+
+def entry_sha(path: Path) -> str:
+    """The image digest an entry file is named after."""
+    return path.name[: -len(ENTRY_SUFFIX)]
+
+
+def in_its_shard(path: Path) -> bool:
+    """The entry file sits in the sub-folder its image digest names."""
+    return path.parent.name == entry_sha(path)[:SHARD_DIGITS]
+
+
+# ---------------------------------------------------------------------------------- keys
 def canonical_json(obj: Any) -> str:
     """Sorted-key, whitespace-free JSON: the byte string a key digest is taken over."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
@@ -91,10 +145,11 @@ class CacheKey:
     @property
     def short(self) -> str:
         """Folder name: the first 16 hex digits (the full digest is checked on every read)."""
-        return self.digest[:16]
+        return key_folder_name(self.digest)
 
     @property
     def backbone(self) -> str:
+        """The backbone name the key was made for."""
         return str(self.fields["backbone"])
 
 
@@ -127,13 +182,14 @@ def key_fields(backbone: str, weights_digest: str, profile: Profile) -> dict[str
 
 
 def make_key(backbone: str, weights_digest: str, profile: Profile) -> CacheKey:
-    fields = key_fields(backbone, weights_digest, profile)
-    return CacheKey(fields=fields, digest=hashlib.sha256(canonical_json(fields).encode()).hexdigest())
+    """The extractor key of a backbone, its weights (by digest) and a profile."""
+    return key_from_fields(key_fields(backbone, weights_digest, profile))
 
 
 def key_from_fields(fields: dict[str, Any]) -> CacheKey:
     """The key a folder's manifest describes (digest recomputed from the stored fields)."""
-    return CacheKey(fields=fields, digest=hashlib.sha256(canonical_json(fields).encode()).hexdigest())
+    digest = hashlib.sha256(canonical_json(fields).encode()).hexdigest()
+    return CacheKey(fields=fields, digest=digest)
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -148,7 +204,18 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+# -------------------------------------------------------------------------------- entries
+class EntryError(Exception):
+    """An entry file exists but is not a valid entry for the expected key and image."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
 def layer_name(layer_id: int) -> str:
+    """Name of a layer's tensor in an entry."""
     return f"layer_{layer_id:02d}"
 
 
@@ -185,7 +252,7 @@ def encode_layer(x: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 
 def decode_layer(stored: torch.Tensor, k: int) -> torch.Tensor:
-    """The map as read back: float16 when ``k == 0``, else exactly ``stored * 2**k`` in float32."""
+    """The map as read back: float16 when ``k == 0``, else exactly ``stored * 2**k`` (float32)."""
     return stored if k == 0 else stored.to(torch.float32) * 2.0**k
 
 
@@ -197,8 +264,8 @@ def roundtrip(feats: ImageFeatures) -> ImageFeatures:
     """
     layers = {l: decode_layer(*encode_layer(v)) for l, v in feats.layers.items()}
     cam = None if feats.cam is None else feats.cam.detach().to("cpu", torch.float32).contiguous()
-    return ImageFeatures(layers=layers, image_size=tuple(feats.image_size), ratio=float(feats.ratio),
-                         orig_size=tuple(feats.orig_size), cam=cam)
+    return ImageFeatures(layers=layers, image_size=tuple(feats.image_size),
+                         ratio=float(feats.ratio), orig_size=tuple(feats.orig_size), cam=cam)
 
 
 def encode_entry(
@@ -241,8 +308,8 @@ def encode_entry(
         "checksums": canonical_json({name: _crc(t) for name, t in tensors.items()}),
         "source": source,
     }
-    out = ImageFeatures(layers=decoded, image_size=tuple(feats.image_size), ratio=float(feats.ratio),
-                        orig_size=tuple(feats.orig_size), cam=cam)
+    out = ImageFeatures(layers=decoded, image_size=tuple(feats.image_size),
+                        ratio=float(feats.ratio), orig_size=tuple(feats.orig_size), cam=cam)
     return st_save(tensors, metadata=meta), out
 
 
@@ -288,7 +355,8 @@ def read_entry(
             if meta.get("format") != FORMAT_NAME:
                 raise EntryError(path, "not a scotsearch feature entry")
             if meta.get("schema") != str(FEATURE_SCHEMA_VERSION):
-                raise EntryError(path, f"schema {meta.get('schema')} != {FEATURE_SCHEMA_VERSION}")
+                raise EntryError(
+                    path, f"schema {meta.get('schema')} != {FEATURE_SCHEMA_VERSION}")
             if key is not None and meta.get("key") != key:
                 raise EntryError(path, "written for another cache key")
             if image_sha is not None and meta.get("image_sha256") != image_sha:
@@ -325,7 +393,8 @@ def read_entry(
         raise
     except EntryError:
         raise
-    except (SafetensorError, OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError,
+            json.JSONDecodeError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise EntryError(path, f"unreadable ({reason})") from exc
 
@@ -355,46 +424,3 @@ def quick_check(path: Path, key: str, image_sha: str | None = None) -> None:
         raise EntryError(path, "written for another cache key")
     if image_sha is not None and meta.get("image_sha256") != image_sha:
         raise EntryError(path, "written for another image")
-
-
-def tmp_name(final: Path) -> str:
-    """Prefix of a temporary file for ``final``: hidden, with host and pid of the writer.
-
-    ``cache --prune`` deletes temporaries whose writer (on this host) is gone.
-    """
-    return f".{final.name}.{socket.gethostname()}.{os.getpid()}."
-
-
-def atomic_write(final: Path, data: bytes | str, *, fsync: bool = True) -> None:
-    """Write ``data`` to ``final`` so that readers see the old file, or all of the new one.
-
-    A temporary file in the same folder (same file system, so the rename is atomic) is
-    written, flushed and fsync'ed, then renamed over ``final`` with ``os.replace``. A writer
-    killed at any point leaves at most a hidden ``*.tmp`` file, never a partial ``final``.
-    Concurrent writers of the same entry are harmless: the last rename wins and both wrote
-    the same content.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=tmp_name(final), suffix=TMP_SUFFIX, dir=final.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
-            fh.flush()
-            if fsync:
-                os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def parse_tmp_owner(name: str) -> tuple[str, int] | None:
-    """``(host, pid)`` of the writer that named a temporary file, or ``None``."""
-    if not (name.startswith(".") and name.endswith(TMP_SUFFIX)):
-        return None
-    parts = name[: -len(TMP_SUFFIX)].split(".")
-    # "", <sha>, "safetensors"|"json", host..., pid, random: the host may contain dots.
-    try:
-        return ".".join(parts[3:-2]), int(parts[-2])
-    except (IndexError, ValueError):
-        return None

@@ -1,13 +1,13 @@
 """Cache maintenance: ``scotsearch cache --info | --verify | --prune``.
 
-All three work on a whole ``<cache_dir>/features`` tree, over every key folder in it.
+All three work on a whole features folder (``<cache_dir>/features``,
+:func:`~scotsearch.cache.features_dir_of`), over every key folder in it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import socket
 import time
@@ -17,19 +17,31 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-from scotsearch._process import pid_alive
-from scotsearch.cache_format import ENTRY_SUFFIX
-from scotsearch.cache_format import FEATURE_SCHEMA_VERSION
-from scotsearch.cache_format import TMP_SUFFIX
-from scotsearch.cache_format import EntryError
-from scotsearch.cache_format import canonical_json
-from scotsearch.cache_format import key_from_fields
-from scotsearch.cache_format import make_key
-from scotsearch.cache_format import parse_tmp_owner
-from scotsearch.cache_format import quick_check
-from scotsearch.cache_format import read_entry
+from scotsearch._io import parse_tmp_owner
+from scotsearch._io import pid_alive
+from scotsearch._io import temporaries
+from scotsearch.backbones import load_backbone
+from scotsearch.cache._digests import DigestBook
+from scotsearch.cache._digests import weights_ref
+from scotsearch.cache._format import FEATURE_SCHEMA_VERSION
+from scotsearch.cache._format import MANIFEST
+from scotsearch.cache._format import EntryError
+from scotsearch.cache._format import canonical_json
+from scotsearch.cache._format import digests_path
+from scotsearch.cache._format import entry_files
+from scotsearch.cache._format import entry_sha
+from scotsearch.cache._format import in_its_shard
+from scotsearch.cache._format import key_folder_name
+from scotsearch.cache._format import key_folders
+from scotsearch.cache._format import key_from_fields
+from scotsearch.cache._format import make_key
+from scotsearch.cache._format import manifest_path
+from scotsearch.cache._format import quick_check
+from scotsearch.cache._format import read_entry
 from scotsearch.config import Profile
 from scotsearch.errors import ScotsearchError
+from scotsearch.weights import description_file
+from scotsearch.weights import spelling_of
 
 
 logger = logging.getLogger(__name__)
@@ -42,25 +54,12 @@ YOUNG_FOLDER_S = 600
 
 
 def _manifest(folder: Path) -> dict[str, Any] | None:
+    """A key folder's manifest, or ``None`` if missing, unreadable or without key fields."""
     try:
-        data = json.loads((folder / "manifest.json").read_text())
+        data = json.loads(manifest_path(folder).read_text())
         return data if isinstance(data, dict) and isinstance(data.get("fields"), dict) else None
     except (OSError, ValueError):
         return None
-
-
-def _key_folders(root: Path) -> list[Path]:
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _entries(folder: Path) -> list[Path]:
-    return sorted(folder.glob(f"??/*{ENTRY_SUFFIX}"))
-
-
-def _temporaries(root: Path) -> list[Path]:
-    return sorted(root.rglob(f".*{TMP_SUFFIX}")) if root.is_dir() else []
 
 
 def _size(paths: list[Path]) -> int:
@@ -73,18 +72,21 @@ def _size(paths: list[Path]) -> int:
     return total
 
 
-def info(root: Path) -> dict[str, Any]:
+def info(features_dir: Path) -> dict[str, Any]:
     """Key folders with their key fields, entry counts and sizes; totals.
 
+    Args:
+        features_dir: the features folder (``<cache_dir>/features``).
+
     Returns:
-        ``{"root", "keys": [...], "entries", "bytes", "temporaries"}``; each key is a dict
-        with ``folder``, ``key``, ``backbone``, ``weights``, ``weights_digest``, ``compat``,
+        ``{"features_dir", "keys": [...], "entries", "bytes", "temporaries"}``; each key is
+        a dict with ``folder``, ``key``, ``backbone``, ``weights``, ``weights_digest``, ``compat``,
         ``image_side``, ``upsample_small``, ``schema``, ``entries``, ``bytes``, ``created``.
     """
-    root = Path(root)
+    features_dir = Path(features_dir)
     keys = []
-    for folder in _key_folders(root):
-        entries = _entries(folder)
+    for folder in key_folders(features_dir):
+        entries = entry_files(folder)
         m = _manifest(folder) or {}
         f = m.get("fields", {})
         prof = f.get("profile", {})
@@ -103,11 +105,11 @@ def info(root: Path) -> dict[str, Any]:
             "created": m.get("created", "?"),
         })
     return {
-        "root": str(root),
+        "features_dir": str(features_dir),
         "keys": keys,
         "entries": sum(k["entries"] for k in keys),
         "bytes": sum(k["bytes"] for k in keys),
-        "temporaries": len(_temporaries(root)),
+        "temporaries": len(temporaries(features_dir)),
     }
 
 
@@ -127,26 +129,32 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
+        """No entry or folder is bad."""
         return not self.bad
 
 
-def verify(root: Path, *, workers: int = 4) -> VerifyReport:
-    """Read every entry completely: header, file length, key, image digest, every CRC."""
-    root = Path(root)
-    report = VerifyReport(temporaries=_temporaries(root))
+def verify(features_dir: Path, *, workers: int = 4) -> VerifyReport:
+    """Read every entry completely: header, file length, key, image digest, every CRC.
+
+    Args:
+        features_dir: the features folder (``<cache_dir>/features``).
+        workers: threads reading entries.
+    """
+    features_dir = Path(features_dir)
+    report = VerifyReport(temporaries=temporaries(features_dir))
     jobs: list[tuple[Path, str]] = []
-    for folder in _key_folders(root):
+    for folder in key_folders(features_dir):
         m = _manifest(folder)
         if m is None:
-            report.bad.append((folder, "key folder has no readable manifest.json"))
+            report.bad.append((folder, f"key folder has no readable {MANIFEST}"))
             continue
-        for path in _entries(folder):
+        for path in entry_files(folder):
             jobs.append((path, m["key"]))
 
     def check(job: tuple[Path, str]) -> tuple[Path, str | None]:
         path, key = job
-        sha = path.name[: -len(ENTRY_SUFFIX)]
-        if path.parent.name != sha[:2]:
+        sha = entry_sha(path)
+        if not in_its_shard(path):
             return path, "entry is in the wrong sub-folder"
         try:
             read_entry(path, key=key, image_sha=sha, layer_ids=None, need_cam=True, check=True)
@@ -165,24 +173,18 @@ def verify(root: Path, *, workers: int = 4) -> VerifyReport:
     return report
 
 
-def _current_digest(backbone: str, description: str, book: Any) -> tuple[str, str | None]:
+def _current_digest(
+    backbone: str, description: str, book: DigestBook
+) -> tuple[str, str | None]:
     """``("ok", digest)``, ``("gone", None)`` or ``("unknown", None)`` for a weights spelling.
 
     The digest book answers for files whose size and time are unchanged; otherwise the
     weights are loaded (seconds per backbone) and the answer recorded.
     """
-    from scotsearch.backbones import load_backbone
-    from scotsearch.cache import weights_ref
-
-    if description.startswith("file:"):
-        path = Path(description[len("file:"):])
-        if not path.is_file():
-            return "gone", None
-        weights: str | None = str(path)
-    elif description == "IMAGENET1K_V1":
-        weights = None
-    else:
-        weights = description
+    path = description_file(description)
+    if path is not None and not path.is_file():
+        return "gone", None
+    weights = spelling_of(description)
     ref = weights_ref(backbone, weights, 0)
     if ref.identity is None:
         return "unknown", None  # e.g. no local ImageNet checkpoint: cannot tell, keep
@@ -207,30 +209,34 @@ class PruneReport:
 
 
 def _stale_reason(
-    folder: Path, m: dict[str, Any] | None, digests: dict[tuple[str, str], tuple[str, str | None]],
-    book: Any,
+    folder: Path, m: dict[str, Any] | None,
+    digests: dict[tuple[str, str], tuple[str, str | None]], book: DigestBook,
 ) -> str | None:
     """Why no key of the current code and weights leads to ``folder`` (``None``: current)."""
     if m is None:
-        return "no readable manifest.json"
+        return f"no readable {MANIFEST}"
     fields = m["fields"]
-    if key_from_fields(fields).digest != m.get("key") or str(m.get("key", ""))[:16] != folder.name:
+    if (key_from_fields(fields).digest != m.get("key")
+            or key_folder_name(str(m.get("key", ""))) != folder.name):
         return "manifest does not match its folder"
     if fields.get("schema") != FEATURE_SCHEMA_VERSION:
         return f"schema {fields.get('schema')} (current: {FEATURE_SCHEMA_VERSION})"
     try:
-        again = make_key(fields["backbone"], fields["weights_digest"], Profile(**fields["profile"]))
+        profile = Profile(**fields["profile"])
+        again = make_key(fields["backbone"], fields["weights_digest"], profile)
     except (KeyError, TypeError, ScotsearchError):
         again = None
     if again is None or again.digest != m["key"]:
-        return "extraction settings changed since it was written (layer scheme, preprocessing or CAM)"
+        return ("extraction settings changed since it was written "
+                "(layer scheme, preprocessing or CAM)")
     seen = list(m.get("weights_seen", []))
     if not seen:
         return None
     states = []
     for desc in seen:
         if (fields["backbone"], desc) not in digests:
-            digests[(fields["backbone"], desc)] = _current_digest(fields["backbone"], desc, book)
+            digests[(fields["backbone"], desc)] = _current_digest(
+                fields["backbone"], desc, book)
         states.append(digests[(fields["backbone"], desc)])
     if any(s == "unknown" or d == fields["weights_digest"] for s, d in states):
         return None
@@ -238,7 +244,11 @@ def _stale_reason(
 
 
 def _remove(path: Path, dry_run: bool) -> int:
-    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else _size([path])
+    """Delete a file or folder (unless ``dry_run``); the bytes it held."""
+    if path.is_dir():
+        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    else:
+        size = _size([path])
     if not dry_run:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
@@ -247,7 +257,7 @@ def _remove(path: Path, dry_run: bool) -> int:
     return size
 
 
-def prune(root: Path, *, dry_run: bool = False) -> PruneReport:
+def prune(features_dir: Path, *, dry_run: bool = False) -> PruneReport:
     """Remove everything no current key uses.
 
     Removed: key folders whose manifest is missing or unreadable (once older than
@@ -258,12 +268,16 @@ def prune(root: Path, *, dry_run: bool = False) -> PruneReport:
     fail the quick check (truncated, foreign key); temporary files of dead writers; digest
     records of files that changed. Folders whose weights cannot be checked here (no local
     ImageNet checkpoint) are kept.
+
+    Args:
+        features_dir: the features folder (``<cache_dir>/features``).
+        dry_run: only report what would be removed.
     """
-    root = Path(root)
+    features_dir = Path(features_dir)
     report = PruneReport()
     host = socket.gethostname()
     now = time.time()
-    for tmp in _temporaries(root):
+    for tmp in temporaries(features_dir):
         owner = parse_tmp_owner(tmp.name)
         try:
             age = now - tmp.stat().st_mtime
@@ -273,12 +287,9 @@ def prune(root: Path, *, dry_run: bool = False) -> PruneReport:
         if dead or age > TMP_MAX_AGE_S:
             report.freed += _remove(tmp, dry_run)
             report.removed.append((tmp, "temporary file of a writer that is gone"))
-    from scotsearch.cache import DIGESTS_FILE
-    from scotsearch.cache import DigestBook
-
-    book = DigestBook(root / DIGESTS_FILE)
+    book = DigestBook(digests_path(features_dir))
     digests: dict[tuple[str, str], tuple[str, str | None]] = {}
-    for folder in _key_folders(root):
+    for folder in key_folders(features_dir):
         m = _manifest(folder)
         if m is None and now - folder.stat().st_mtime < YOUNG_FOLDER_S:
             continue
@@ -288,24 +299,21 @@ def prune(root: Path, *, dry_run: bool = False) -> PruneReport:
             report.removed.append((folder, reason))
             continue
         report.kept_keys += 1
-        for path in _entries(folder):
-            sha = path.name[: -len(ENTRY_SUFFIX)]
+        assert m is not None  # a folder without a manifest is stale
+        for path in entry_files(folder):
             try:
-                quick_check(path, m["key"], sha)
+                quick_check(path, m["key"], entry_sha(path))
             except FileNotFoundError:
                 continue
             except EntryError as exc:
                 report.freed += _remove(path, dry_run)
                 report.removed.append((path, exc.reason))
-    _prune_digest_book(root, dry_run)
+    _prune_digest_book(book, dry_run)
     return report
 
 
-def _prune_digest_book(root: Path, dry_run: bool) -> None:
-    from scotsearch.cache import DIGESTS_FILE
-    from scotsearch.cache import DigestBook
-
-    book = DigestBook(root / DIGESTS_FILE)
+def _prune_digest_book(book: DigestBook, dry_run: bool) -> None:
+    """Drop the records of weights files whose size or time changed (or that are gone)."""
     records = book.records()
     keep = {}
     for ident_json, rec in records.items():

@@ -20,6 +20,8 @@ Parameters (names as stored in the study):
 Stair heights and widths are rounded to ``decimals`` (4) decimal places. The rounded value is
 what the trial evaluates and records, so an exported row (which prints them with six
 significant digits) re-evaluates to exactly the stored score.
+
+A space is written as TOML (:mod:`scotsearch.search.space_file`).
 """
 
 from __future__ import annotations
@@ -27,12 +29,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
-import tomllib
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from optuna.distributions import BaseDistribution
@@ -44,38 +43,14 @@ from optuna.trial import BaseTrial
 from scotsearch.config import MatchConfig
 from scotsearch.errors import ConfigError
 from scotsearch.layers import n_layers
+from scotsearch.study import layer_param
 
 
-#: The default space. ``studies/default_space.toml`` is the same space written out, with
-#: comments, as the starting point for a custom ``--space`` file (a test keeps both equal).
-DEFAULT_SPACE: dict[str, dict[str, Any]] = {
-    "stair": {"heights": [0.0, 1.0], "first_height": 0.0, "widths": [0.0, 1.0], "decimals": 4},
-    "eps": {"low": 0.005, "high": 0.5, "log": True},
-    "n_iter": {"low": 1, "high": 100, "log": True},
-    "exp2": {"low": 0.25, "high": 2.0, "log": False},
-    "cam": {"choices": ["none", "raw", "stair"]},
-    "layers": {"candidates": "all"},
-}
-
-#: Keys each section accepts (``fixed``/``value`` turn a searched setting into a fixed one).
-_KEYS = {
-    "stair": {"heights", "first_height", "widths", "decimals", "fixed"},
-    "eps": {"low", "high", "log", "fixed", "value"},
-    "n_iter": {"low", "high", "log", "fixed", "value"},
-    "exp2": {"low", "high", "log", "fixed", "value"},
-    "cam": {"choices", "fixed", "value"},
-    "layers": {"candidates"},
-}
-
+#: Stairs of the staircase: heights ``beta_0`` .. ``beta_3``, widths ``gamma_0`` .. ``gamma_3``.
 N_STAIRS = 4
 CAM_CHOICES = {"none", "raw", "stair"}
 HEIGHT_PARAMS = ("beta1_frac", "beta2_frac", "beta3_frac")
 WIDTH_PARAMS = ("gamma0", "gamma1", "gamma2", "gamma3")
-
-
-def layer_param(layer_id: int) -> str:
-    """Optuna parameter name of a layer bit (``L07``), shared with the beam search."""
-    return f"L{layer_id:02d}"
 
 
 @dataclass(frozen=True)
@@ -147,8 +122,8 @@ class TuneSpace:
         """
         dists: dict[str, BaseDistribution] = {}
         if joint_backbone is not None:
-            for l in self.layer_candidates(joint_backbone):
-                dists[layer_param(l)] = IntDistribution(0, 1)
+            for lid in self.layer_candidates(joint_backbone):
+                dists[layer_param(lid)] = IntDistribution(0, 1)
         if isinstance(self.cam, tuple):
             dists["cam"] = CategoricalDistribution(list(self.cam))
         if self.heights is not None:
@@ -234,8 +209,8 @@ class TuneSpace:
                 raise ConfigError(
                     f"layer(s) {sorted(outside)} are not candidates of the search space"
                 )
-            for l in self.layer_candidates(joint_backbone):
-                params[layer_param(l)] = int(l in chosen)
+            for lid in self.layer_candidates(joint_backbone):
+                params[layer_param(lid)] = int(lid in chosen)
         if "cam" in dists:
             params["cam"] = match.cam
         if self.heights is not None:
@@ -281,7 +256,9 @@ class TuneSpace:
         layers = None
         if joint_backbone is not None:
             layers = tuple(
-                l for l in self.layer_candidates(joint_backbone) if values[layer_param(l)] == 1
+                lid
+                for lid in self.layer_candidates(joint_backbone)
+                if values[layer_param(lid)] == 1
             )
         return self.match_of(values, base), layers
 
@@ -312,147 +289,3 @@ def _inside(dist: BaseDistribution, value: Any) -> bool:
         return value in dist.choices
     assert isinstance(dist, (FloatDistribution, IntDistribution))
     return dist.low <= value <= dist.high
-
-
-# ---------------------------------------------------------------------- parsing
-def _range(section: str, spec: Mapping[str, Any], integer: bool) -> Range | float | int | None:
-    if spec.get("fixed", False) is True:
-        return None
-    if "value" in spec:
-        v = spec["value"]
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ConfigError(f"[{section}] value must be a number, got {v!r}")
-        return int(v) if integer else float(v)
-    try:
-        low, high, log = spec["low"], spec["high"], bool(spec.get("log", False))
-    except KeyError:
-        raise ConfigError(
-            f"[{section}] needs low and high (or value = ..., or fixed = true)"
-        ) from None
-    for v in (low, high):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ConfigError(f"[{section}] low/high must be numbers, got {v!r}")
-        if integer and int(v) != v:
-            raise ConfigError(f"[{section}] low/high must be integers, got {v!r}")
-    if not low < high:
-        raise ConfigError(f"[{section}] needs low < high, got {low} and {high}")
-    if log and low <= 0:
-        raise ConfigError(f"[{section}] a log scale needs low > 0, got {low}")
-    if integer:
-        return Range(int(low), int(high), log)
-    return Range(float(low), float(high), log)
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _pair(section: str, key: str, v: Any) -> tuple[float, float]:
-    if (
-        not isinstance(v, list)
-        or len(v) != 2
-        or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
-    ):
-        raise ConfigError(f"[{section}] {key} must be [low, high], got {v!r}")
-    lo, hi = float(v[0]), float(v[1])
-    if not 0.0 <= lo < hi <= 1.0:
-        raise ConfigError(f"[{section}] {key} must satisfy 0 <= low < high <= 1, got {v!r}")
-    return lo, hi
-
-
-def space_from_dict(spec: Mapping[str, Any], *, source: str = "default") -> TuneSpace:
-    """Build a :class:`TuneSpace` from the TOML structure, sections merged over the default.
-
-    A section present in ``spec`` replaces the default's section as a whole.
-
-    Raises:
-        ConfigError: unknown section or key, or an impossible range.
-    """
-    unknown = sorted(set(spec) - set(_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"search space {source}: unknown section(s) {unknown}; known: {sorted(_KEYS)}"
-        )
-    merged = {**DEFAULT_SPACE, **spec}
-    for section, body in merged.items():
-        if not isinstance(body, Mapping):
-            raise ConfigError(f"search space {source}: [{section}] must be a table")
-        bad = sorted(set(body) - _KEYS[section])
-        if bad:
-            raise ConfigError(f"search space {source}: [{section}] has unknown key(s) {bad}")
-    try:
-        stair = merged["stair"]
-        first = float(stair.get("first_height", 0.0))
-        decimals = int(stair.get("decimals", 4))
-        if not 1 <= decimals <= 6:
-            # Exported rows print the staircase with 6 significant digits; more decimals would
-            # not survive the round trip.
-            raise ConfigError(f"[stair] decimals must be in 1..6, got {decimals}")
-        heights = widths = None
-        if stair.get("fixed", False) is not True:
-            heights = _pair("stair", "heights", stair.get("heights", [0.0, 1.0]))
-            widths = _pair("stair", "widths", stair.get("widths", [0.0, 1.0]))
-            if first > heights[0]:
-                raise ConfigError(
-                    f"[stair] first_height {first:g} must not exceed the lowest searched height "
-                    f"{heights[0]:g}"
-                )
-        cam_spec = merged["cam"]
-        cam: tuple[str, ...] | str | None
-        if cam_spec.get("fixed", False) is True:
-            cam = None
-        elif "value" in cam_spec:
-            cam = str(cam_spec["value"])
-            if cam not in CAM_CHOICES:
-                raise ConfigError(f"[cam] value must be none, raw or stair, got {cam!r}")
-        else:
-            choices = cam_spec.get("choices")
-            if not isinstance(choices, list) or not choices or not set(choices) <= CAM_CHOICES:
-                raise ConfigError(
-                    f"[cam] choices must be a non-empty list of none/raw/stair, got {choices!r}"
-                )
-            cam = tuple(dict.fromkeys(str(c) for c in choices))
-            if len(cam) == 1:
-                cam = cam[0]
-        cand = merged["layers"].get("candidates", "all")
-        if cand == "all":
-            layers = None
-        elif isinstance(cand, list) and cand and all(_is_int(i) for i in cand):
-            layers = tuple(sorted(set(cand)))
-        else:
-            raise ConfigError(
-                f'[layers] candidates must be "all" or a list of layer ids, got {cand!r}'
-            )
-        return TuneSpace(
-            heights=heights,
-            first_height=first,
-            widths=widths,
-            decimals=decimals,
-            eps=_range("eps", merged["eps"], integer=False),
-            n_iter=_range("n_iter", merged["n_iter"], integer=True),
-            exp2=_range("exp2", merged["exp2"], integer=False),
-            cam=cam,
-            layers=layers,
-            source=source,
-        )
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"search space {source}: {exc}") from None
-
-
-def load_space(path: Path | str | None) -> TuneSpace:
-    """The default space, or a TOML file's sections merged over it.
-
-    Raises:
-        ConfigError: the file is missing or malformed.
-    """
-    if path is None:
-        return space_from_dict({}, source="default")
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"search space file {p} does not exist")
-    try:
-        with p.open("rb") as fh:
-            spec = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"cannot read search space {p}: {exc}") from None
-    return space_from_dict(spec, source=str(p))

@@ -1,47 +1,36 @@
-"""The study database: Optuna storage URLs, study identity, and the layer-subset trial format.
+"""Where studies live: storage URLs, the SQLite settings, journal files, opening studies.
 
-Every scored candidate of a search is one COMPLETE Optuna trial, so the ``optuna`` CLI,
-``trials_dataframe()`` and optuna-dashboard read scotsearch studies as they are:
-
-* params: one ``IntDistribution(0, 1)`` per backbone layer, ``L00`` .. ``L33`` (1 = in the
-  subset), so samplers can later continue from a beam's trials (ecosystem.md §1.6);
-* value: validation PCK x 100 (mean over pairs);
-* user attrs: ``search`` (``beam``/``tune``), ``layers`` (``"0,19,27"``), ``match``
-  (``MatchConfig.to_dict()``), ``pck``, ``per_category``, ``wall_time`` and, for the beam,
-  ``depth`` and ``parent``.
-
-The study itself carries ``identity`` (what the scores depend on, checked on every resume)
-and ``environment`` (library versions and device, informational). Optuna has a place for all
-of this, so scotsearch adds no tables of its own to the database.
+``--storage`` takes any SQLAlchemy URL, ``journal:PATH`` or a bare ``.db``/``.log`` path.
+SQLite files run in WAL mode with every transaction taking the write lock at ``BEGIN``, so
+that several workers on one machine share a study safely; several workers starting together
+on a new file or study race to create it, which :func:`open_shared_storage` and
+:func:`join_study` absorb.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import json
 import logging
-import math
 import os
 import sqlite3
+import time
 import warnings
-from collections.abc import Iterable
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.distributions import IntDistribution
+from optuna.exceptions import DuplicatedStudyError
 from optuna.exceptions import ExperimentalWarning
+from optuna.pruners import BasePruner
+from optuna.samplers import BaseSampler
 from optuna.storages import BaseStorage
 from optuna.storages import JournalStorage
 from optuna.storages import RDBStorage
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
-from optuna.trial import FrozenTrial
-from optuna.trial import TrialState
 
 from scotsearch.errors import ConfigError
 from scotsearch.errors import ScotsearchError
+from scotsearch.study._trials import best_trial
 
 
 log = logging.getLogger(__name__)
@@ -55,10 +44,6 @@ STORAGE_ENV = ("SCOTSEARCH_STORAGE", "OPTUNA_STORAGE")
 _JOURNAL_PREFIX = "journal:"
 _JOURNAL_SUFFIXES = (".log", ".jsonl")
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
-
-
-# --------------------------------------------------------------------------------------------
-# storage
 
 
 def storage_url(url: str | None) -> str:
@@ -81,7 +66,14 @@ def storage_url(url: str | None) -> str:
 
 
 def resolve_storage(url: str | None) -> str:
-    """Like :func:`storage_url` but creates nothing (for read-only commands)."""
+    """Like :func:`storage_url` but creates nothing (for read-only commands).
+
+    Args:
+        url: as for :func:`storage_url`.
+
+    Returns:
+        The URL to open.
+    """
     if not url:
         url = next((os.environ[k] for k in STORAGE_ENV if os.environ.get(k)), DEFAULT_STORAGE)
     url = url.strip()
@@ -114,7 +106,14 @@ def _sqlite_path(url: str) -> Path | None:
 
 
 def storage_exists(url: str) -> bool:
-    """Whether a file-backed storage already exists (servers are assumed to)."""
+    """Whether a file-backed storage already exists (servers are assumed to).
+
+    Args:
+        url: a resolved URL (:func:`resolve_storage`).
+
+    Returns:
+        False only for a SQLite or journal file that is not there.
+    """
     path = _journal_path(url) or _sqlite_path(url)
     return path is None or path.exists()
 
@@ -164,12 +163,54 @@ def open_storage(
         ScotsearchError: the storage does not exist (``must_exist``), cannot be opened, or
             was written by an Optuna with another schema.
     """
+    return _open(url, heartbeat=heartbeat, must_exist=must_exist, own_heartbeat=False)
+
+
+def open_shared_storage(url: str | None, *, attempts: int = 5) -> BaseStorage:
+    """:func:`open_storage` for workers sharing a study: heartbeat on, racing creators absorbed.
+
+    Several workers started together on a new SQLite file all try to create Optuna's tables;
+    SQLAlchemy's ``create_all`` is not atomic across processes, so all but the first can fail
+    with "table ... already exists" (or a unique-key clash on the version row). Opening again
+    finds the finished schema.
+
+    Journal storages have no Optuna heartbeat; their workers keep their own
+    (:class:`~scotsearch.study.Heartbeat`, :func:`~scotsearch.study.sweep_stale_trials`), so
+    no warning is logged for them.
+
+    Args:
+        url: storage URL or path, or ``None`` for the environment / default.
+        attempts: how often to try before the error is passed on.
+
+    Returns:
+        The opened storage.
+
+    Raises:
+        ScotsearchError: as :func:`open_storage`, once ``attempts`` are used up.
+    """
+    for attempt in range(attempts):
+        try:
+            return _open(url, heartbeat=True, must_exist=False, own_heartbeat=True)
+        except ScotsearchError as exc:
+            text = str(exc)
+            racing = "already exists" in text or "UNIQUE constraint" in text
+            if not racing or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _open(
+    url: str | None, *, heartbeat: bool, must_exist: bool, own_heartbeat: bool
+) -> BaseStorage:
+    # own_heartbeat: the caller beats its journal trials itself, so their lack of Optuna's
+    # heartbeat is no reason to warn.
     url = resolve_storage(url) if must_exist else storage_url(url)
     if must_exist and not storage_exists(url):
         raise ScotsearchError(f"no study storage at {url} (nothing has been stored there yet)")
     journal = _journal_path(url)
     if journal is not None:
-        if heartbeat:
+        if heartbeat and not own_heartbeat:
             log.warning("journal storages have no trial heartbeat; crashed trials stay RUNNING")
         return JournalStorage(JournalFileBackend(str(journal)))
     sqlite_file = _sqlite_path(url)
@@ -219,7 +260,14 @@ def open_storage(
 
 
 def describe_storage(storage: BaseStorage | str) -> str:
-    """A short text naming the storage, for messages."""
+    """A short text naming the storage, for messages: its URL, or its class for journals.
+
+    Args:
+        storage: a storage or a URL.
+
+    Returns:
+        The text.
+    """
     if isinstance(storage, str):
         return storage
     if isinstance(storage, RDBStorage):
@@ -227,14 +275,19 @@ def describe_storage(storage: BaseStorage | str) -> str:
     return type(storage).__name__
 
 
-# --------------------------------------------------------------------------------------------
-# studies
-
-
 def open_study(
     name: str, storage: BaseStorage | str | None, *, create: bool = True
 ) -> optuna.Study:
     """Load the study ``name``, creating it (maximise PCK) when ``create`` is true.
+
+    Args:
+        name: the study name.
+        storage: a storage, a URL/path (opened with :func:`open_storage`; without
+            ``create`` a missing file is an error, not created) or ``None`` for the default.
+        create: create the study if it does not exist.
+
+    Returns:
+        The study.
 
     Raises:
         ScotsearchError: ``create`` is false and there is no such study.
@@ -258,171 +311,53 @@ def open_study(
         ) from None
 
 
-def plain(value: Any) -> Any:
-    """``value`` as JSON-safe plain Python types (numpy scalars, tuples, paths converted).
-
-    Optuna's RDB and journal storages JSON-encode user attrs and reject numpy scalars
-    (ecosystem.md §1.5); the round trip also makes stored and new values compare equal.
-    """
-
-    def default(o: Any) -> Any:
-        if hasattr(o, "tolist") and callable(o.tolist):
-            return o.tolist()  # numpy scalars and arrays, torch tensors
-        if isinstance(o, (set, frozenset)):
-            return sorted(o)
-        if isinstance(o, os.PathLike):
-            return os.fspath(o)
-        raise TypeError(f"cannot store a {type(o).__name__} in a study attribute")
-
-    return json.loads(json.dumps(value, default=default))
-
-
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-_MISSING = object()
-
-
-def _show(v: Any) -> str:
-    if v is _MISSING:
-        return "(none)"
-    if isinstance(v, list):
-        return ",".join(str(x) for x in v)
-    return str(v)
-
-
-def check_identity(study: optuna.Study, identity: Mapping[str, Any]) -> None:
-    """Store the study's identity on first use; refuse to continue with other settings.
+def join_study(
+    name: str, storage: BaseStorage, *, sampler: BaseSampler, pruner: BasePruner
+) -> tuple[optuna.Study, bool]:
+    """Create the study ``name`` (maximise PCK) or join it, telling which happened.
 
     Args:
-        study: the study about to receive trials.
-        identity: everything the stored scores depend on (dataset, split, backbone, weights
-            digest, matching settings, ...), as plain values.
+        name: the study name.
+        storage: the storage several workers may share.
+        sampler: the sampler this worker uses.
+        pruner: the pruner this worker uses.
+
+    Returns:
+        The study, and whether this call created it.
 
     Raises:
-        ConfigError: the study was started with a different identity. Every differing key
-            is named with both values.
+        ConfigError: the existing study minimises.
     """
-    new = plain(dict(identity))
-    stored = study.user_attrs.get("identity")
-    if stored is None:
-        study.set_user_attr("identity", new)
-        return
-    a, b = _flatten(stored), _flatten(new)
-    diffs = [
-        f"{k}: stored {_show(a.get(k, _MISSING))}, now {_show(b.get(k, _MISSING))}"
-        for k in sorted(set(a) | set(b))
-        if a.get(k, _MISSING) != b.get(k, _MISSING)
-    ]
-    if diffs:
-        raise ConfigError(
-            f"study '{study.study_name}' was started with other settings: {'; '.join(diffs)}; "
-            "use another --study name"
-        )
-
-
-def evaluator_identity(evaluator: Any) -> dict[str, Any]:
-    """The fields every study's identity shares: what the evaluator's scores depend on.
-
-    Dataset and split, backbone and the weights' digest, compat mode and image side, the
-    precision of the similarity terms (reduced precision can reorder near-ties), the
-    objective's alpha and threshold basis.
-    """
-    desc = evaluator.source.describe()
-    return {
-        "dataset": evaluator.dataset.name,
-        "split": evaluator.dataset.split,
-        "backbone": evaluator.source.backbone,
-        "weights": str(desc.get("weights", "")),
-        "weights_digest": str(desc.get("weights_digest", "")),
-        "compat": evaluator.profile.name,
-        "image_side": int(evaluator.profile.image_side),
-        "precision": evaluator.precision,
-        "alpha": float(evaluator.alphas[0]),
-        "thres": evaluator.thres,
-    }
-
-
-def environment() -> dict[str, str]:
-    """Versions of scotsearch, torch, torchvision and optuna, and the CUDA device (or cpu)."""
-    from scotsearch._version import __version__
-
-    env = {"scotsearch": __version__}
-    for pkg in ("torch", "torchvision", "optuna"):
-        try:
-            env[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            env[pkg] = "not installed"
+    # create_study without load_if_exists fails atomically on an existing name (unique key in
+    # the database, first record in a journal): exactly one of several workers started
+    # together learns that it created the study (and only that one enqueues, e.g., a
+    # baseline trial).
     try:
-        import torch
-
-        env["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    except Exception:  # noqa: BLE001 - a broken CUDA setup must not stop the record
-        env["device"] = "cpu"
-    return env
-
-
-# --------------------------------------------------------------------------------------------
-# layer-subset trials
-
-
-def layer_param(i: int) -> str:
-    """The trial parameter name of layer ``i``: ``L00`` .. ``L33``."""
-    return f"L{int(i):02d}"
-
-
-def layer_distributions(n_layers: int) -> dict[str, IntDistribution]:
-    """One 0/1 integer parameter per layer."""
-    return {layer_param(i): IntDistribution(0, 1) for i in range(n_layers)}
-
-
-def layer_params(layers: Iterable[int], n_layers: int) -> dict[str, int]:
-    """The 0/1 parameters of a subset."""
-    members = {int(i) for i in layers}
-    return {layer_param(i): int(i in members) for i in range(n_layers)}
-
-
-def add_layer_trial(
-    study: optuna.Study,
-    *,
-    layers: Iterable[int],
-    n_layers: int,
-    value: float,
-    user_attrs: Mapping[str, Any],
-) -> None:
-    """Record a subset scored outside Optuna as one COMPLETE trial."""
-    trial = optuna.trial.create_trial(
-        params=layer_params(layers, n_layers),
-        distributions=layer_distributions(n_layers),
-        value=float(value),
-        user_attrs=plain(dict(user_attrs)),
-    )
-    study.add_trial(trial)
-
-
-def completed_trials(study: optuna.Study, *, search: str | None = None) -> list[FrozenTrial]:
-    """COMPLETE trials carrying a ``layers`` attr (of one ``search`` kind if given)."""
-    out = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if "layers" not in t.user_attrs or t.value is None:
-            continue
-        if search is not None and t.user_attrs.get("search") != search:
-            continue
-        out.append(t)
-    return out
+        study = optuna.create_study(
+            study_name=name, storage=storage, direction="maximize", sampler=sampler,
+            pruner=pruner, load_if_exists=False,
+        )
+        return study, True
+    except DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+        if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+            raise ConfigError(
+                f"study '{name}' minimises; scotsearch studies maximise PCK"
+            ) from None
+        return study, False
 
 
 def list_studies(storage: BaseStorage | str | None) -> list[dict[str, Any]]:
     """One summary row per study: name, kind, data, trials, best value and layers.
 
     A missing SQLite or journal file lists as no studies (nothing is created).
+
+    Args:
+        storage: a storage, a URL/path, or ``None`` for the default.
+
+    Returns:
+        Rows with ``study``, ``kind``, ``dataset``, ``split``, ``backbone``, ``trials``,
+        ``best`` (value of :func:`~scotsearch.study.best_trial`, or ``None``) and ``layers``.
     """
     if isinstance(storage, BaseStorage):
         st = storage
@@ -436,6 +371,7 @@ def list_studies(storage: BaseStorage | str | None) -> list[dict[str, Any]]:
     for s in optuna.get_all_study_summaries(storage=st, include_best_trial=False):
         ident = s.user_attrs.get("identity") or {}
         best = best_trial(optuna.load_study(study_name=s.study_name, storage=st))
+        value = None if best is None else best.value
         rows.append(
             {
                 "study": s.study_name,
@@ -444,25 +380,8 @@ def list_studies(storage: BaseStorage | str | None) -> list[dict[str, Any]]:
                 "split": ident.get("split", ""),
                 "backbone": ident.get("backbone", ""),
                 "trials": s.n_trials,
-                "best": None if best is None else float(best.value),
+                "best": None if value is None else float(value),
                 "layers": "" if best is None else str(best.user_attrs.get("layers", "")),
             }
         )
     return rows
-
-
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The best completed layer-subset trial, or ``None``.
-
-    Unlike ``study.best_trial`` this skips pruned tune trials (their value is a running mean
-    over part of the split) and breaks ties like the beam search: fewer layers, then the
-    earlier trial.
-    """
-    best, best_key = None, None
-    for t in completed_trials(study):
-        if t.user_attrs.get("pruned") or t.value is None or math.isnan(t.value):
-            continue
-        key = (-t.value, len(str(t.user_attrs["layers"]).split(",")), t.number)
-        if best_key is None or key < best_key:
-            best, best_key = t, key
-    return best

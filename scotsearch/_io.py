@@ -1,0 +1,109 @@
+"""Crash-safe file writes: atomic replace, named temporaries, and whether their writer lives.
+
+Every file scotsearch writes for others to read (cache entries, manifests, the weights
+digest book, exported CSVs, evaluation JSON) goes through :func:`atomic_write`, so a reader
+sees the old file or all of the new one, never a part. Temporary files are named after
+their writer (:func:`tmp_name`), so a clean-up can tell an abandoned one
+(:func:`parse_tmp_owner`, :func:`pid_alive`) from one being written right now.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+
+#: Suffix of every temporary file :func:`atomic_write` creates.
+TMP_SUFFIX = ".tmp"
+
+
+def tmp_name(final: Path) -> str:
+    """Prefix of a temporary file for ``final``: hidden, with host and pid of the writer.
+
+    ``cache --prune`` deletes temporaries whose writer (on this host) is gone.
+
+    Args:
+        final: the file the temporary will replace.
+
+    Returns:
+        ``.<name>.<host>.<pid>.``; :func:`tempfile.mkstemp` appends a random part.
+    """
+    return f".{final.name}.{socket.gethostname()}.{os.getpid()}."
+
+
+def parse_tmp_owner(name: str) -> tuple[str, int] | None:
+    """``(host, pid)`` of the writer that named a temporary file, or ``None``.
+
+    Args:
+        name: a file name (no folder), as :func:`tmp_name` and ``mkstemp`` made it.
+
+    Returns:
+        The writer's host and pid; ``None`` for a name that is not such a temporary.
+    """
+    if not (name.startswith(".") and name.endswith(TMP_SUFFIX)):
+        return None
+    parts = name[: -len(TMP_SUFFIX)].split(".")
+    # "", <stem>, <extension>, host..., pid, random: the host may contain dots (the cache's
+    # file names, the only ones parsed, all have one extension).
+    try:
+        return ".".join(parts[3:-2]), int(parts[-2])
+    except (IndexError, ValueError):
+        return None
+
+
+def temporaries(folder: Path) -> list[Path]:
+    """Every temporary file :func:`atomic_write` may have left under ``folder``, sorted."""
+    return sorted(folder.rglob(f".*{TMP_SUFFIX}")) if folder.is_dir() else []
+
+
+def atomic_write(final: Path, data: bytes | str, *, fsync: bool = True) -> None:
+    """Write ``data`` to ``final`` so that readers see the old file, or all of the new one.
+
+    A temporary file in the same folder (same file system, so the rename is atomic) is
+    written, flushed and fsync'ed, then renamed over ``final`` with ``os.replace``. A writer
+    killed at any point leaves at most a hidden ``*.tmp`` file, never a partial ``final``.
+    Concurrent writers of the same entry are harmless: the last rename wins and both wrote
+    the same content.
+
+    Args:
+        final: the file to write; its folder is created if missing.
+        data: the bytes, or text (written as UTF-8, newlines untranslated).
+        fsync: force the bytes to disk before the rename (``False`` where losing the new
+            file in a power cut only costs recomputing it).
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=tmp_name(final), suffix=TMP_SUFFIX, dir=final.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+            fh.flush()
+            if fsync:
+                os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def pid_alive(pid: int) -> bool:
+    """``True`` unless process ``pid`` of this host is known to be gone.
+
+    Doubtful cases answer ``True``: removing a live writer's files would corrupt its work,
+    keeping a dead one's only wastes space until the next clean-up.
+
+    Args:
+        pid: a process id on this host.
+    """
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except OSError:
+        return True  # cannot tell
+    return True

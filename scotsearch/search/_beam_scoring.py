@@ -1,0 +1,151 @@
+"""Scoring the stored beam search's candidates: every pair in chunks, or raced block by block.
+
+The beam algorithm (:mod:`scotsearch.search.beam`) asks for the scores of a list of index
+subsets. :class:`CandidateScorer` answers with validation PCK from the evaluator and keeps,
+per candidate, what its trial records besides the score (pooled PCK, per-category PCK, wall
+time and, for a raced-out candidate, its partial mean).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from scotsearch.evaluate import Evaluator
+from scotsearch.metrics import mean_pck
+from scotsearch.metrics import pooled_pck
+from scotsearch.search._beam_progress import BeamProgress
+from scotsearch.search.beam import Subset
+from scotsearch.search.race import out_of_beam
+
+
+class CandidateScorer:
+    """The score function of the stored beam search (call it with a depth's subsets).
+
+    Without ``race`` each call scores its subsets on every pair in one evaluator call (the
+    beam algorithm hands over one chunk at a time). With ``race`` a call gets a whole depth
+    and scores it block by block of pairs, dropping the candidates that the racing rule
+    (:func:`scotsearch.search.race.out_of_beam`) puts out of the beam; a dropped candidate
+    scores NaN and ranks last.
+
+    Args:
+        evaluator: scores layer subsets (first alpha = the objective).
+        ids: maps an index subset to its layer ids.
+        pairs: indices of the pairs to score on.
+        progress: receives chunk and pair counts.
+        beam: the beam width (for the racing rule).
+        chunk: candidates per evaluator call while racing.
+        race: racing z, or ``None`` to score every candidate on every pair.
+        race_block: pairs per racing block.
+    """
+
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        *,
+        ids: Callable[[Subset], tuple[int, ...]],
+        pairs: Sequence[int],
+        progress: BeamProgress,
+        beam: int,
+        chunk: int,
+        race: float | None = None,
+        race_block: int = 64,
+    ) -> None:
+        self.evaluator = evaluator
+        self.ids = ids
+        self.pairs = list(pairs)
+        self.progress = progress
+        self.beam = beam
+        self.chunk = chunk
+        self.race = race
+        self.race_block = race_block
+        cats = [evaluator.pairs[i].category for i in self.pairs]
+        #: category -> positions in ``pairs``
+        self.cat_index = {
+            c: np.array([k for k, x in enumerate(cats) if x == c]) for c in sorted(set(cats))
+        }
+        #: resumed full-split scores of the current depth (they take part in racing)
+        self.known: list[float] = []
+        self._extras: dict[Subset, dict[str, Any]] = {}
+
+    def depth_start(self, known: Sequence[float]) -> None:
+        """A new depth begins; ``known`` are its candidates' stored full-split scores."""
+        self.known[:] = known
+
+    def pop_extra(self, subset: Subset) -> dict[str, Any]:
+        """The trial attrs of a scored ``subset`` besides its score (each is handed out once)."""
+        return self._extras.pop(subset)
+
+    def __call__(self, subsets: list[Subset]) -> list[float]:
+        """Validation PCK x 100 of each subset (NaN for a raced-out one)."""
+        return self._full(subsets) if self.race is None else self._raced(subsets)
+
+    def _full(self, subsets: list[Subset]) -> list[float]:
+        bar = self.progress
+        bar.chunk_start(len(subsets))
+        t0 = time.perf_counter()
+        scores = self.evaluator.score([self.ids(s) for s in subsets], pair_index=self.pairs,
+                                      progress=bar.pair_done)
+        wall = (time.perf_counter() - t0) / len(subsets)
+        pck = scores.pck[:, 0, :]  # [S x P]
+        mean = scores.mean()[:, 0]
+        pooled = scores.pooled()[:, 0]
+        for k, s in enumerate(subsets):
+            self._extras[s] = {
+                "pooled_pck": float(pooled[k]),
+                "per_category": {c: mean_pck(pck[k, ix]) for c, ix in self.cat_index.items()},
+                "wall_time": float(wall),
+            }
+        return [float(v) for v in mean]
+
+    def _raced(self, subsets: list[Subset]) -> list[float]:
+        assert self.race is not None
+        bar, pairs, chunk = self.progress, self.pairs, self.chunk
+        n_pairs = len(pairs)
+        pck = np.zeros((len(subsets), n_pairs))  # per-pair PCK x 100
+        correct = np.zeros((len(subsets), n_pairs))
+        n_kps = np.zeros(n_pairs)
+        seen = np.zeros(len(subsets), dtype=np.int64)
+        walls = np.zeros(len(subsets))
+        alive = list(range(len(subsets)))
+        for start in range(0, n_pairs, self.race_block):
+            stop = min(start + self.race_block, n_pairs)
+            for c0 in range(0, len(alive), chunk):
+                part = alive[c0 : c0 + chunk]
+                bar.chunk_start(len(part))
+                t0 = time.perf_counter()
+                sc = self.evaluator.score([self.ids(subsets[i]) for i in part],
+                                          pair_index=pairs[start:stop], progress=bar.pair_done)
+                walls[part] += (time.perf_counter() - t0) / len(part)
+                pck[part, start:stop] = sc.pck[:, 0, :] * 100.0
+                correct[part, start:stop] = sc.n_correct[:, 0, :]
+                n_kps[start:stop] = sc.n_kps
+            seen[alive] = stop
+            if stop < n_pairs:
+                drop = out_of_beam(pck[alive, :stop], self.beam, self.race, known=self.known)
+                alive = [i for i, d in zip(alive, drop) if not d]
+        out = []
+        for k, s in enumerate(subsets):
+            n = int(seen[k])
+            # the same arithmetic as Scores.mean(), so a finished candidate's score equals
+            # the unraced search's to the last bit
+            mean = mean_pck(correct[k, :n] / n_kps[:n])
+            raced = n < n_pairs
+            self._extras[s] = {
+                "pooled_pck": pooled_pck(correct[k, :n], n_kps[:n]),
+                # the mean of the racing rule's per-pair PCK x 100 (not mean_pck of the
+                # fractions: the two can differ in the last bit, and stored studies keep theirs)
+                "per_category": {
+                    c: float(pck[k, ix[ix < n]].mean())
+                    for c, ix in self.cat_index.items() if (ix < n).any()
+                },
+                "wall_time": float(walls[k]),
+            }
+            if raced:
+                self._extras[s].update(pruned=True, pck_partial=mean, pairs=n)
+            out.append(float("nan") if raced else mean)
+        return out

@@ -1,0 +1,296 @@
+"""The stored beam search: which hyperpixel layers give the best validation PCK.
+
+:func:`run_beam` wires the pure algorithm (:func:`scotsearch.search.beam.beam_search`) to the
+evaluator and a study. Every scored candidate is stored in the study the moment its chunk
+completes, so a re-run resumes: the beam is re-derived from the stored scores (``done``) and
+nothing stored is scored again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage
+
+from scotsearch.errors import ConfigError
+from scotsearch.evaluate import Evaluator
+from scotsearch.search._beam_progress import BeamProgress
+from scotsearch.search._beam_scoring import CandidateScorer
+from scotsearch.search.beam import BeamResult
+from scotsearch.search.beam import Candidate
+from scotsearch.search.beam import DepthResult
+from scotsearch.search.beam import Subset
+from scotsearch.search.beam import beam_search
+from scotsearch.search.beam import subset_key
+from scotsearch.study import add_layer_trial
+from scotsearch.study import check_identity
+from scotsearch.study import completed_trials
+from scotsearch.study import environment
+from scotsearch.study import evaluator_identity
+from scotsearch.study import open_storage
+from scotsearch.study import open_study
+from scotsearch.study import pairs_digest
+
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BeamOutcome:
+    """What :func:`run_beam` did.
+
+    Attributes:
+        result: the search result (indices translated to layer ids).
+        study: the study holding every candidate.
+        layer_ids: the layer ids searched over.
+    """
+
+    result: BeamResult
+    study: optuna.Study
+    layer_ids: tuple[int, ...]
+
+    @property
+    def best_layers(self) -> tuple[int, ...]:
+        """The layer ids of the search's best candidate."""
+        return self.result.best.layers
+
+    @property
+    def best_pck(self) -> float:
+        """The validation PCK x 100 of the search's best candidate."""
+        return self.result.best.score
+
+
+def check_beam_counts(*, beam: int, max_layers: int, chunk: int) -> None:
+    """Refuse a beam width, depth count or chunk size below 1.
+
+    Raises:
+        ConfigError: naming the flag (``--beam``, ``--max-layers``, ``--chunk``) and value.
+    """
+    for name, value in (("--beam", beam), ("--max-layers", max_layers), ("--chunk", chunk)):
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
+
+
+def beam_identity(
+    evaluator: Evaluator,
+    *,
+    beam: int,
+    reference: bool,
+    layer_ids: Sequence[int],
+    pair_index: Sequence[int],
+    race: float | None = None,
+) -> dict[str, Any]:
+    """What a beam study's stored scores and candidates depend on (checked on resume).
+
+    ``max_layers`` and ``chunk`` are left out on purpose: the beam of the first depths does
+    not depend on them, so a finished study may be continued deeper.
+
+    Args:
+        evaluator: the split, features and matching settings.
+        beam: the beam width.
+        reference: whether the references' algorithm runs.
+        layer_ids: the layer ids searched over.
+        pair_index: the pairs scored on.
+        race: racing z, or ``None``.
+
+    Returns:
+        The identity as plain values.
+    """
+    return {
+        "kind": "beam",
+        **evaluator_identity(evaluator),
+        "match": evaluator.match.to_dict(),
+        "algorithm": "reference" if reference else "fixed",
+        "beam": int(beam),
+        "search_layers": subset_key(layer_ids),
+        "n_pairs": len(pair_index),
+        "pairs_digest": pairs_digest(evaluator.pairs[i] for i in pair_index),
+        "race": race,
+    }
+
+
+def _check_race(race: float | None, *, reference: bool, race_block: int) -> None:
+    if race is None:
+        return
+    if not (race > 0 and math.isfinite(race)):
+        raise ConfigError(f"--race must be a positive number of standard errors, got {race}")
+    if reference:
+        raise ConfigError("--race is not available with the reference algorithm, which "
+                          "scores every candidate on every pair")
+    if race_block < 2:
+        raise ConfigError(f"--race-block must be >= 2 pairs, got {race_block}")
+
+
+def _stored_scores(
+    study: optuna.Study, to_index: dict[int, int]
+) -> dict[str | Subset, float]:
+    # The study's beam candidates as index subsets, for the algorithm's `done`; candidates
+    # with a layer outside the searched ids are not this search's.
+    done: dict[str | Subset, float] = {}
+    for t in completed_trials(study, search="beam"):
+        assert t.value is not None  # completed_trials keeps valued trials only
+        sub = tuple(int(v) for v in str(t.user_attrs["layers"]).split(","))
+        if all(v in to_index for v in sub):
+            # A raced-out candidate has no full-split score: it ranks last (NaN).
+            value = float("nan") if t.user_attrs.get("pruned") else float(t.value)
+            done.setdefault(tuple(to_index[v] for v in sub), value)
+    return done
+
+
+def run_beam(
+    evaluator: Evaluator,
+    *,
+    study: str,
+    storage: BaseStorage | str | None = None,
+    beam: int = 4,
+    max_layers: int = 8,
+    reference: bool = False,
+    layers: Sequence[int] | None = None,
+    chunk: int = 16,
+    pair_index: Sequence[int] | None = None,
+    progress: bool = False,
+    race: float | None = None,
+    race_block: int = 64,
+) -> BeamOutcome:
+    """Run (or resume) a beam search and store every scored candidate in a study.
+
+    Args:
+        evaluator: scores subsets on the split (its match, profile, alpha and threshold are
+            the search's; the first alpha is the objective).
+        study: study name; created on first use, resumed afterwards.
+        storage: Optuna storage or URL (``None``: environment / default SQLite file).
+        beam: beam width.
+        max_layers: largest subset size.
+        reference: the references' algorithm with its quirks (:mod:`scotsearch.search.beam`).
+        layers: layer ids to search among (default: all of the backbone's).
+        chunk: candidates per evaluator call; each chunk is stored as soon as it is scored.
+        pair_index: pairs to score on (default: all of the split).
+        progress: show a progress bar per depth.
+        race: racing z (:mod:`scotsearch.search.race`); ``None``: every candidate is scored
+            on every pair. A depth's candidates are then scored together, block by block,
+            and stored when the depth ends.
+        race_block: pairs per racing block.
+
+    Returns:
+        The search result with layer ids, and the study.
+
+    Raises:
+        ConfigError: bad parameters, or the study was started with other settings.
+    """
+    n_all = len(evaluator.specs)
+    if layers is None:
+        layer_ids = tuple(range(n_all))
+    else:
+        layer_ids = tuple(sorted({int(i) for i in layers}))
+    if not layer_ids or layer_ids[0] < 0 or layer_ids[-1] >= n_all:
+        raise ConfigError(f"layer ids must lie in 0..{n_all - 1}")
+    check_beam_counts(beam=beam, max_layers=max_layers, chunk=chunk)
+    if len(evaluator.alphas) != 1:
+        raise ConfigError("the beam search optimises PCK at one alpha; give a single --alpha")
+    if pair_index is None:
+        pairs = list(range(len(evaluator.pairs)))
+    else:
+        pairs = [int(i) for i in pair_index]
+    if not pairs:
+        raise ConfigError("no pairs to score on")
+    _check_race(race, reference=reference, race_block=race_block)
+
+    st = storage if isinstance(storage, BaseStorage) else open_storage(storage)
+    stud = open_study(study, st)
+    check_identity(
+        stud, beam_identity(evaluator, beam=beam, reference=reference, layer_ids=layer_ids,
+                            pair_index=pairs, race=race)
+    )
+    stud.set_user_attr("environment", environment())
+
+    # The algorithm works on indices 0..n-1 into layer_ids; the map is monotone, so "above
+    # the base" and the candidate order mean the same on ids.
+    to_index = {lid: i for i, lid in enumerate(layer_ids)}
+
+    def ids(sub: Subset) -> tuple[int, ...]:
+        return tuple(layer_ids[i] for i in sub)
+
+    done = _stored_scores(stud, to_index)
+    if done:
+        log.info("study '%s': resuming with %d stored candidates", study, len(done))
+
+    bar = BeamProgress(enabled=progress, max_layers=max_layers)
+    scorer = CandidateScorer(evaluator, ids=ids, pairs=pairs, progress=bar, beam=beam,
+                             chunk=chunk, race=race, race_block=race_block)
+
+    def depth_start(depth: int, subsets: list[Subset], n_todo: int) -> None:
+        scorer.depth_start([done[s] for s in subsets if s in done and not math.isnan(done[s])])
+        bar.depth_start(depth, subsets, n_todo)
+
+    match_d = evaluator.match.to_dict()
+
+    def on_scored(c: Candidate) -> None:
+        extra = scorer.pop_extra(c.layers)
+        add_layer_trial(
+            stud,
+            layers=ids(c.layers),
+            n_layers=n_all,
+            # a raced-out candidate keeps its partial mean as the trial's value; its "pck"
+            # stays NaN and "pruned" keeps it out of results and exports
+            value=extra.get("pck_partial", c.score),
+            user_attrs={
+                "search": "beam",
+                "layers": subset_key(ids(c.layers)),
+                "depth": c.depth,
+                "parent": "" if c.parent is None else subset_key(ids(c.parent)),
+                "match": match_d,
+                "pck": c.score,
+                **extra,
+            },
+        )
+        bar.scored(1)
+
+    try:
+        result = beam_search(
+            scorer,
+            n_layers=len(layer_ids),
+            beam=beam,
+            max_layers=max_layers,
+            reference=reference,
+            done=done,
+            # racing needs a depth's candidates together
+            chunk=chunk if race is None else None,
+            on_scored=on_scored,
+            on_depth_start=depth_start,
+            on_depth_end=bar.depth_end,
+        )
+    finally:
+        bar.close()
+
+    result = _to_ids(result, ids)
+    stud.set_user_attr(
+        "beam_result",
+        {"layers": result.best.key, "pck": result.best.score, "depth": result.best.depth,
+         "max_layers": max_layers, "candidates": len(result.candidates)},
+    )
+    return BeamOutcome(result=result, study=stud, layer_ids=layer_ids)
+
+
+def _to_ids(result: BeamResult, ids: Callable[[Subset], tuple[int, ...]]) -> BeamResult:
+    def conv(c: Candidate) -> Candidate:
+        return Candidate(
+            layers=ids(c.layers), score=c.score, depth=c.depth,
+            parent=None if c.parent is None else ids(c.parent), reused=c.reused,
+        )
+
+    depths = [
+        DepthResult(depth=d.depth, candidates=[conv(c) for c in d.candidates],
+                    beam=[conv(c) for c in d.beam])
+        for d in result.depths
+    ]
+    return BeamResult(best=conv(result.best), depths=depths, n_scored=result.n_scored,
+                      n_reused=result.n_reused)
+
+
+__all__ = ["BeamOutcome", "beam_identity", "check_beam_counts", "run_beam"]

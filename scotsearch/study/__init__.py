@@ -1,0 +1,82 @@
+"""The study database: storages, study identity, layer-subset trials, crashed workers.
+
+scotsearch keeps every search in an Optuna study, so the ``optuna`` CLI,
+``trials_dataframe()`` and optuna-dashboard read scotsearch studies as they are. Optuna has a
+place for all of it, so scotsearch adds no tables of its own to the database:
+
+* the storage (:mod:`~scotsearch.study._storage`): URLs and paths, SQLite in WAL mode with
+  the write lock taken at ``BEGIN``, journal files, races between workers creating the same
+  file or study;
+* the study's ``identity`` (what the scores depend on, checked on every resume) and
+  ``environment`` (library versions and device, informational) as study user attrs
+  (:mod:`~scotsearch.study._identity`);
+* one COMPLETE trial per scored layer subset, and the one rule that ranks them
+  (:mod:`~scotsearch.study._trials`);
+* heartbeats and the sweep that re-queues the trials of crashed workers on storages without
+  Optuna's own heartbeat (:mod:`~scotsearch.study._heartbeat`).
+"""
+
+from __future__ import annotations
+
+from scotsearch.study._heartbeat import HEARTBEAT_ATTR
+from scotsearch.study._heartbeat import Heartbeat
+from scotsearch.study._heartbeat import needs_own_heartbeat
+from scotsearch.study._heartbeat import recover_crashed_trials
+from scotsearch.study._heartbeat import sweep_stale_trials
+from scotsearch.study._identity import check_identity
+from scotsearch.study._identity import environment
+from scotsearch.study._identity import evaluator_identity
+from scotsearch.study._identity import pairs_digest
+from scotsearch.study._identity import plain
+from scotsearch.study._storage import DEFAULT_STORAGE
+from scotsearch.study._storage import STORAGE_ENV
+from scotsearch.study._storage import describe_storage
+from scotsearch.study._storage import join_study
+from scotsearch.study._storage import list_studies
+from scotsearch.study._storage import open_shared_storage
+from scotsearch.study._storage import open_storage
+from scotsearch.study._storage import open_study
+from scotsearch.study._storage import resolve_storage
+from scotsearch.study._storage import storage_exists
+from scotsearch.study._storage import storage_url
+from scotsearch.study._trials import add_layer_trial
+from scotsearch.study._trials import best_layers_of
+from scotsearch.study._trials import best_trial
+from scotsearch.study._trials import completed_trials
+from scotsearch.study._trials import layer_distributions
+from scotsearch.study._trials import layer_param
+from scotsearch.study._trials import layer_params
+from scotsearch.study._trials import rank_key
+
+
+__all__ = [
+    "DEFAULT_STORAGE",
+    "HEARTBEAT_ATTR",
+    "STORAGE_ENV",
+    "Heartbeat",
+    "add_layer_trial",
+    "best_layers_of",
+    "best_trial",
+    "check_identity",
+    "completed_trials",
+    "describe_storage",
+    "environment",
+    "evaluator_identity",
+    "join_study",
+    "layer_distributions",
+    "layer_param",
+    "layer_params",
+    "list_studies",
+    "needs_own_heartbeat",
+    "open_shared_storage",
+    "open_storage",
+    "open_study",
+    "pairs_digest",
+    "plain",
+    "rank_key",
+    "recover_crashed_trials",
+    "resolve_storage",
+    "storage_exists",
+    "storage_url",
+    "sweep_stale_trials",
+]
