@@ -137,6 +137,8 @@ class Evaluator:
             raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
         self.engine = engine
         self._fused_ready = False
+        #: the engine the last :meth:`score` call ran (``eager`` or ``fused``)
+        self.engine_used: str | None = None
         self._term_store: Any = None  # fused.TermStore, made on the first fused call
         if precision not in TERM_DTYPES:
             raise ConfigError(f"precision must be one of {sorted(TERM_DTYPES)}, not {precision!r}")
@@ -260,6 +262,7 @@ class Evaluator:
                     group = [subs[k] for k in members]
                     if use_fused is None:
                         use_fused = self._choose_fused(prep, match, len(subs) * len(idx))
+                        self.engine_used = "fused" if use_fused else "eager"
                     pred = self._score_group(prep, group, match, fused=use_fused)
                     if predictions is not None:
                         for k, pk in zip(members, pred.cpu().numpy()):
