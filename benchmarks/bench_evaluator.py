@@ -4,14 +4,20 @@ A pair of ~300x225 / 300x200 images gives 57x75 = 4,275 source and 50x75 = 3,750
 hyperpixels on the stride-4 grid; the layer set (2,22,24,25,27,28,29) of ResNet-101 has
 256 + 6 x 1024 = 6,400 channels. Features are random (timing does not depend on values).
 
-Usage: python benchmarks/bench_evaluator.py [--device cpu|cuda] [--pairs 3] [--subsets 16]
+Prints, in one run on one machine, the ms per candidate-pair of the eager and the fused
+engine, the ms of one add pass over an ``[n x m]`` float32 matrix, the ratios, the largest
+difference between the two engines' predicted keypoints, and the peak memory.
+
+Usage: python benchmarks/bench_evaluator.py [--device cpu|cuda] [--pairs 2] [--subsets 16]
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
+import resource
 import time
 from pathlib import Path
 
@@ -24,6 +30,7 @@ from scotsearch.data.pairs import Dataset
 from scotsearch.data.pairs import Pair
 from scotsearch.evaluate import Evaluator
 from scotsearch.features import ImageFeatures
+from scotsearch.fused import warm_up
 from scotsearch.layers import layer_specs
 
 
@@ -63,12 +70,34 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def add_pass_ms(n: int, m: int, device: torch.device, repeat: int = 5) -> float:
+    """Best time of one out-of-place add over two ``[n x m]`` float32 matrices."""
+    x = torch.rand(n, m, device=device)
+    y = torch.rand(n, m, device=device)
+    out = torch.empty_like(x)
+    best = math.inf
+    for _ in range(repeat):
+        sync(device)
+        t0 = time.perf_counter()
+        torch.add(x, y, out=out)
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best * 1000
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--pairs", type=int, default=2)
     ap.add_argument("--subsets", type=int, default=16, help="candidate subsets per call")
     ap.add_argument("--variant", default="ot-rhm-stair")
+    ap.add_argument("--engines", default="eager,fused", help="comma-separated engines to time")
     args = ap.parse_args()
     device = torch.device(args.device)
     rng = np.random.default_rng(0)
@@ -77,36 +106,50 @@ def main() -> None:
         sizes[f"s{k}"] = (225, 300)
         sizes[f"t{k}"] = (200, 300)
         kps = rng.uniform(20, 190, size=(12, 2))
-        pairs.append(Pair(pair_id=str(k), category="x", src_path=Path(f"s{k}"), trg_path=Path(f"t{k}"),
-                          src_kps=kps, trg_kps=kps, trg_bbox=np.array([0, 0, 200, 150.0])))
-    ds = Dataset(name="bench", split="val", root=Path("."), pairs=tuple(pairs), default_thres="bbox")
+        pairs.append(Pair(pair_id=str(k), category="x", src_path=Path(f"s{k}"),
+                          trg_path=Path(f"t{k}"), src_kps=kps, trg_kps=kps,
+                          trg_bbox=np.array([0, 0, 200, 150.0])))
+    ds = Dataset(name="bench", split="val", root=Path("."), pairs=tuple(pairs),
+                 default_thres="bbox")
     source = RandomSource(sizes, device)
-    ev = Evaluator(ds, source, match=MatchConfig.from_variant(args.variant), profile=get_profile("scot"),
-                   device=device)
+    match = MatchConfig.from_variant(args.variant)
     one = (2, 22, 24, 25, 27, 28, 29)
     # Candidate subsets as at a beam depth: a base set plus one more layer each.
     many = [tuple(sorted(set(one) | {c})) for c in range(3, 34) if c not in one][: args.subsets]
-    ev.score([one], pair_index=[0])  # warm-up (and feature generation)
-    for k in range(args.pairs):
+    for k in range(args.pairs):  # generate the features outside the timed region
         source.get(Path(f"s{k}"), (0,), need_cam=False)
         source.get(Path(f"t{k}"), (0,), need_cam=False)
 
-    sync(device)
-    t0 = time.perf_counter()
-    ev.score([one])
-    sync(device)
-    t_one = (time.perf_counter() - t0) / args.pairs
-    t0 = time.perf_counter()
-    ev.score(many)
-    sync(device)
-    t_many = (time.perf_counter() - t0) / args.pairs
-
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"machine: {name} ({device.type}, torch {torch.__version__}, {torch.get_num_threads()} threads)")
-    print(f"grid: 4275 x 3750 hyperpixels, {256 + 6 * 1024} channels, variant {args.variant}")
-    print(f"one subset:           {t_one * 1000:9.1f} ms per pair")
-    print(f"{len(many)} subsets together: {t_many * 1000:9.1f} ms per pair = "
-          f"{t_many / len(many) * 1000:.1f} ms per candidate-pair")
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    n, m = 57 * 75, 50 * 75
+    add = add_pass_ms(n, m, device)
+    print(f"machine: {name} ({device.type}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads)")
+    print(f"grid: {n} x {m} hyperpixels, {256 + 6 * 1024} channels in the base set, "
+          f"variant {args.variant}, {len(many)} candidates, {args.pairs} pairs")
+    print(f"one add pass over [n x m] float32: {add:.1f} ms")
+    times: dict[str, float] = {}
+    preds: dict[str, list[list[np.ndarray]]] = {}
+    for engine in args.engines.split(","):
+        ev = Evaluator(ds, source, match=match, profile=get_profile("scot"), device=device,
+                       engine=engine)
+        if engine == "fused":
+            print(f"fused kernels compiled or loaded in {warm_up():.1f} s (not timed below)")
+        ev.score([one], pair_index=[0])  # warm-up
+        sync(device)
+        t0 = time.perf_counter()
+        _, preds[engine] = ev.predict(many)
+        sync(device)
+        times[engine] = (time.perf_counter() - t0) / args.pairs / len(many) * 1000
+        print(f"{engine:>6}: {times[engine]:8.1f} ms per candidate-pair "
+              f"= {times[engine] / add:5.1f} add passes")
+    if "eager" in times and "fused" in times:
+        diff = max(float(np.nanmax(np.abs(a - b))) if np.isfinite(a).any() else 0.0
+                   for ra, rb in zip(preds["eager"], preds["fused"]) for a, b in zip(ra, rb))
+        print(f"fused vs eager: {times['eager'] / times['fused']:.1f}x faster; "
+              f"largest keypoint difference {diff:.2e} px")
+    print(f"peak memory: {peak_memory_mb(device):.0f} MB ({device.type})")
 
 
 if __name__ == "__main__":

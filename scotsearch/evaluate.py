@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from scotsearch.data.pairs import Dataset
 from scotsearch.data.pairs import Pair
 from scotsearch.data.pairs import check_keypoints_inside
 from scotsearch.data.pairs import threshold_base
+from scotsearch import fused
 from scotsearch.errors import ConfigError
 from scotsearch.features import FeatureSource
 from scotsearch.features import ImageFeatures
@@ -39,6 +41,7 @@ from scotsearch.metrics import batch_mean_pck
 from scotsearch.metrics import batch_pooled_pck
 from scotsearch.metrics import correct_keypoints
 from scotsearch.rhm import hough_space
+from scotsearch.rhm import hough_tables
 from scotsearch.transfer import transfer_keypoints
 
 
@@ -47,6 +50,15 @@ from scotsearch.transfer import transfer_keypoints
 CHUNK_ELEMENTS = 1 << 26
 
 TERM_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+#: ``--engine`` choices. ``auto`` takes the fused chain where it covers the settings and the
+#: work is large enough to repay compiling its kernels (once per machine: numba caches them
+#: on disk), else the eager chain.
+ENGINES = ("auto", "eager", "fused")
+
+#: ``auto`` switches to the fused chain from this many (pairs x candidates x n x m) matrix
+#: elements on: about 20 s of eager work on a 2-core CPU, the cost of a first compilation.
+FUSED_MIN_WORK = 2e9
 
 
 @dataclass
@@ -88,6 +100,7 @@ class _PreparedPair:
     src_kps: torch.Tensor  # [K x 2] resized source pixels
     trg_kps: torch.Tensor  # [K x 2] resized target pixels
     thr: float  # threshold base in resized target pixels
+    key: tuple[str, str]  # the pair's images: what its layer terms depend on
 
 
 class Evaluator:
@@ -104,6 +117,9 @@ class Evaluator:
         precision: dtype of the stored per-layer similarity terms (``float32``,
             ``float16`` or ``bfloat16``): halves the memory traffic of forming each
             candidate's similarity on a GPU; transport, Hough and transfer stay float32.
+        engine: ``eager`` (the reference chain), ``fused`` (the fused incremental CPU chain,
+            :mod:`scotsearch.fused`; an error where it does not cover the settings) or
+            ``auto``.
     """
 
     def __init__(
@@ -117,7 +133,15 @@ class Evaluator:
         thres: str = "auto",
         device: torch.device | str = "cpu",
         precision: str = "float32",
+        engine: str = "auto",
     ) -> None:
+        if engine not in ENGINES:
+            raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        self.engine = engine
+        self._fused_ready = False
+        #: the engine the last :meth:`score` call ran (``eager`` or ``fused``)
+        self.engine_used: str | None = None
+        self._term_store: Any = None  # fused.TermStore, made on the first fused call
         if precision not in TERM_DTYPES:
             raise ConfigError(f"precision must be one of {sorted(TERM_DTYPES)}, not {precision!r}")
         self.term_dtype = TERM_DTYPES[precision]
@@ -154,6 +178,7 @@ class Evaluator:
             src_kps=torch.as_tensor(pair.src_kps * src.ratio, dtype=dt, device=self.device),
             trg_kps=torch.as_tensor(pair.trg_kps * trg.ratio, dtype=dt, device=self.device),
             thr=float(thr),
+            key=(str(pair.src_path), str(pair.trg_path)),
         )
 
     def _prefetched(
@@ -192,6 +217,7 @@ class Evaluator:
         pair_index: Sequence[int] | None = None,
         match: MatchConfig | None = None,
         progress: Callable[[int], None] | None = None,
+        predictions: list[list[np.ndarray | None]] | None = None,
     ) -> Scores:
         """Score every subset on the chosen pairs.
 
@@ -200,6 +226,9 @@ class Evaluator:
             pair_index: indices of the pairs to use (default: all, in dataset order).
             match: matching settings for this call (default: the evaluator's).
             progress: called with 1 after each pair.
+            predictions: if given, filled with ``predictions[s][p]``, the ``[K x 2]``
+                predicted target keypoints (resized target pixels) of subset ``s`` on the
+                p-th scored pair (use :meth:`predict`).
 
         Returns:
             Per-pair correct-keypoint counts for every subset and alpha.
@@ -222,7 +251,10 @@ class Evaluator:
             key = s[0] if self.profile.prune_margin else self.specs[s[0]].stride
             by_grid.setdefault(key, []).append(k)
         need_cam = match.similarity == "ot" and match.cam != "none"
+        use_fused: bool | None = None  # decided on the first pair, from its grid size
 
+        if predictions is not None:
+            predictions[:] = [[None] * len(idx) for _ in subs]
         n_correct = np.zeros((len(subs), len(self.alphas), len(idx)), dtype=np.int64)
         n_kps = np.zeros(len(idx), dtype=np.int64)
         with torch.no_grad():
@@ -230,20 +262,65 @@ class Evaluator:
                 n_kps[p_pos] = prep.src_kps.shape[0]
                 for members in by_grid.values():
                     group = [subs[k] for k in members]
-                    correct = self._score_group(prep, group, match)  # [S_g x A x K]
+                    if use_fused is None:
+                        use_fused = self._choose_fused(prep, match, len(subs) * len(idx))
+                        self.engine_used = "fused" if use_fused else "eager"
+                    pred = self._score_group(prep, group, match, fused=use_fused)
+                    if predictions is not None:
+                        for k, pk in zip(members, pred.cpu().numpy()):
+                            predictions[k][p_pos] = pk
+                    correct = torch.stack(  # [S_g x A x K]
+                        [correct_keypoints(pred, prep.trg_kps, prep.thr, a) for a in self.alphas],
+                        dim=1,
+                    )
                     n_correct[members, :, p_pos] = correct.sum(-1).cpu().numpy()
                 if progress is not None:
                     progress(1)
         return Scores(subsets=subs, alphas=self.alphas, pair_index=idx, n_correct=n_correct, n_kps=n_kps)
 
+    def predict(
+        self,
+        subsets: Sequence[Sequence[int]],
+        *,
+        pair_index: Sequence[int] | None = None,
+        match: MatchConfig | None = None,
+    ) -> tuple[Scores, list[list[np.ndarray]]]:
+        """Like :meth:`score`, also returning every subset's predicted keypoints per pair."""
+        preds: list[list[np.ndarray | None]] = []
+        scores = self.score(subsets, pair_index=pair_index, match=match, predictions=preds)
+        return scores, [[p for p in row if p is not None] for row in preds]
+
+    def _choose_fused(self, prep: _PreparedPair, match: MatchConfig, work: int) -> bool:
+        """Whether this call runs the fused chain (``work``: pairs x candidates)."""
+        if self.engine == "eager":
+            return False
+        why = fused.supports(match, self.device, self.term_dtype)
+        if self.engine == "fused":
+            if why is not None:
+                raise ConfigError(f"--engine fused: {why}")
+            return True
+        if why is not None:
+            return False
+        h, w = prep.src.layers[min(prep.src.layers)].shape[-2:]
+        th, tw = prep.trg.layers[min(prep.trg.layers)].shape[-2:]
+        # Once the kernels are loaded the fused chain is faster at any size.
+        return self._fused_ready or int(h * w * th * tw) * work >= FUSED_MIN_WORK
+
     def _score_group(
-        self, prep: _PreparedPair, group: list[tuple[int, ...]], match: MatchConfig
+        self,
+        prep: _PreparedPair,
+        group: list[tuple[int, ...]],
+        match: MatchConfig,
+        *,
+        fused: bool = False,
     ) -> torch.Tensor:
         bases = sorted({s[0] for s in group})
         src_grids = {b: self._grid(prep.src, b) for b in bases}
         # All bases of a group share the stride, hence the grid and centres (and, without
         # pruning, the valid mask); only the receptive-field boxes differ.
         src_grid, trg_grid = src_grids[bases[0]], self._grid(prep.trg, bases[0])
+        if fused:
+            return self._score_group_fused(prep, group, match, src_grids, src_grid, trg_grid)
         layer_order = sorted({l for s in group for l in s})
         n, m = src_grid.n, trg_grid.n
         dots_t = torch.empty(len(layer_order), n, m, device=self.device, dtype=self.term_dtype)
@@ -298,9 +375,35 @@ class Evaluator:
                     prep.src_kps, src_grids[b].boxes, src_grid.centres, trg_grid.centres,
                     src_valid=src_grid.valid, trg_valid=trg_grid.valid,
                 )  # [S_b x K x 2]
-            out.append(
-                torch.stack(
-                    [correct_keypoints(pred, prep.trg_kps, prep.thr, a) for a in self.alphas], dim=1
-                )
-            )
+            out.append(pred)
         return torch.cat(out)
+
+    def _score_group_fused(
+        self,
+        prep: _PreparedPair,
+        group: list[tuple[int, ...]],
+        match: MatchConfig,
+        src_grids: dict[int, Grid],
+        src_grid: Grid,
+        trg_grid: Grid,
+    ) -> torch.Tensor:
+        from scotsearch.fused import TermStore
+        from scotsearch.fused import score_group
+
+        self._fused_ready = True
+        if self._term_store is None:
+            self._term_store = TermStore()
+        tables = None
+        if match.rhm:
+            tables = hough_tables(
+                src_grid.centres, trg_grid.centres, prep.src.image_size, prep.trg.image_size,
+                ncells=match.ncells,
+            )
+        return score_group(
+            prep.src.layers, prep.trg.layers, group, src_grid=src_grid, trg_grid=trg_grid,
+            src_boxes={b: g.boxes for b, g in src_grids.items()},
+            mu=marginal(src_grid, prep.src.cam, match, self.profile),
+            nu=marginal(trg_grid, prep.trg.cam, match, self.profile),
+            tables=tables, match=match, src_kps=prep.src_kps, store=self._term_store,
+            pair_key=prep.key,
+        )

@@ -81,6 +81,30 @@ def upsampled_sq_norms(f: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     return _up_cols(f.float().reshape(C, h * w), (h, w), hw).pow(2).sum(0)
 
 
+def upsampled_sq_norms_separable(f: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """:func:`upsampled_sq_norms` without forming the ``[C x H*W]`` upsampled map.
+
+    Upsampling rows first gives ``g = [C x H x w]``; each output cell is then
+    ``wx0 * g[x0] + wx1 * g[x1]``, whose squared norm needs only ``|g[x]|^2`` and the
+    neighbour products ``<g[x], g[x+1]>``, about ``W / w`` times less work for a deep layer.
+    Equal to :func:`upsampled_sq_norms` up to float32 rounding.
+    """
+    C, h, w = f.shape
+    H, W = hw
+    x = f.float()
+    if (h, w) == (H, W):
+        return x.reshape(C, h * w).pow(2).sum(0)
+    g = torch.matmul(interp_matrix(H, h, device=f.device), x)  # [C x H x w]
+    s0 = g.pow(2).sum(0)  # [H x w]
+    ux = interp_matrix(W, w, device=f.device)  # [W x w], at most two non-zeros per row
+    out = s0 @ ux.pow(2).T  # the two squared taps
+    if w > 1:
+        s1 = (g[:, :, :-1] * g[:, :, 1:]).sum(0)  # [H x (w - 1)] neighbour products
+        cross = 2.0 * ux[:, :-1] * ux[:, 1:]  # [W x (w - 1)]: 2 wx0 wx1 at (X, x0)
+        out = out + s1 @ cross.T
+    return out.reshape(H * W)
+
+
 def layer_terms(
     f_src: torch.Tensor,
     f_trg: torch.Tensor,
@@ -138,13 +162,69 @@ def subset_cosine(
     # is widened to float32 for everything after.
     wide = torch.promote_types(dots.dtype, torch.float32)
     num = (members.to(dots.dtype) @ dots.reshape(L, n * m)).view(-1, n, m).to(wide)
+    inv_s, inv_t = subset_inverse_norms(sq_src, sq_trg, members)
+    # In place: these are the largest tensors of the search, fresh allocations cost more
+    # than the arithmetic on a CPU.
+    return num.mul_(inv_s.unsqueeze(-1)).mul_(inv_t.unsqueeze(-2))
+
+
+def subset_inverse_norms(
+    sq_src: torch.Tensor, sq_trg: torch.Tensor, members: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[S x n]`` and ``[S x m]`` inverse hyperpixel norms of every subset (0 for norm 0)."""
     ns = (members @ sq_src).clamp_min(0).sqrt()
     nt = (members @ sq_trg).clamp_min(0).sqrt()
     inv_s = torch.where(ns > 0, 1.0 / ns.clamp_min(1e-30), torch.zeros_like(ns))
     inv_t = torch.where(nt > 0, 1.0 / nt.clamp_min(1e-30), torch.zeros_like(nt))
-    # In place: these are the largest tensors of the search, fresh allocations cost more
-    # than the arithmetic on a CPU.
-    return num.mul_(inv_s.unsqueeze(-1)).mul_(inv_t.unsqueeze(-2))
+    return inv_s, inv_t
+
+
+def source_taps(
+    hw_in: tuple[int, int], hw_out: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bilinear taps of :func:`layer_terms`' source-side upsampling, per output cell.
+
+    Returns:
+        ``rows [H*W x 4]`` int64 input cells ``(y0,x0), (y1,x0), (y0,x1), (y1,x1)`` and
+        ``weights [H*W x 4]`` float32 ``(wy0, wy1, wx0, wx1)``: output cell (Y, X) is
+        ``wx0 * (wy0 * f[y0,x0] + wy1 * f[y1,x0]) + wx1 * (wy0 * f[y0,x1] + wy1 * f[y1,x1])``,
+        the weights being those of :func:`interp_matrix` (so the fused chain upsamples with
+        the eager path's float32 weights).
+    """
+    (h, w), (H, W) = hw_in, hw_out
+
+    def axis(n_out: int, n_in: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        U = interp_matrix(n_out, n_in)
+        lo = (U > 0).float().argmax(1)  # first non-zero: the lower tap
+        hi = (lo + 1).clamp(max=n_in - 1)
+        k = torch.arange(n_out)
+        w_lo = U[k, lo]
+        w_hi = torch.where(hi > lo, U[k, hi], torch.zeros_like(w_lo))
+        return lo, hi, torch.stack([w_lo, w_hi], 1)
+
+    y0, y1, wy = axis(H, h)
+    x0, x1, wx = axis(W, w)
+    Y = torch.arange(H).repeat_interleave(W)
+    X = torch.arange(W).repeat(H)
+    rows = torch.stack(
+        [y0[Y] * w + x0[X], y1[Y] * w + x0[X], y0[Y] * w + x1[X], y1[Y] * w + x1[X]], 1
+    )
+    return rows, torch.cat([wy[Y], wx[X]], 1).contiguous()
+
+
+def native_term(
+    f_src: torch.Tensor, f_trg: torch.Tensor, trg_hw: tuple[int, int]
+) -> torch.Tensor:
+    """``[h_s*w_s x m]`` one layer's dot products, upsampled on the target side only.
+
+    The fused chain applies the source side's bilinear taps on the fly
+    (:func:`source_taps`), so the ``[n x m]`` upsampled term is never stored.
+    """
+    C, hs, ws = f_src.shape
+    _, ht, wt = f_trg.shape
+    fs = f_src.float().reshape(C, hs * ws)
+    ft = f_trg.float().reshape(C, ht * wt)
+    return _up_cols(fs.T @ ft, (ht, wt), trg_hw)
 
 
 def marginal(

@@ -12,7 +12,8 @@ import torch
 LOG_DOMAIN_EPS = 0.02
 
 
-def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+def safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``num / den`` where ``num > 0``, else 0 (den clamped to the smallest normal)."""
     # 0 where the numerator (a marginal) is 0: padded or zero-weight hyperpixels stay empty
     # instead of becoming 0/0.
     tiny = torch.finfo(den.dtype).tiny
@@ -123,8 +124,8 @@ def _sinkhorn_standard(
     K = torch.exp(-K / eps) if eps is not None else K
     a = a0
     for it in range(n_iter):
-        b = _safe_div(nu, (K.transpose(-1, -2) @ a.unsqueeze(-1)).squeeze(-1))
-        a = _safe_div(mu, (K @ b.unsqueeze(-1)).squeeze(-1))
+        b = safe_div(nu, (K.transpose(-1, -2) @ a.unsqueeze(-1)).squeeze(-1))
+        a = safe_div(mu, (K @ b.unsqueeze(-1)).squeeze(-1))
         if tol is not None and (it + 1) % 10 == 0:
             col = (a.unsqueeze(-2) @ K).squeeze(-2) * b
             if ((col - nu).abs().sum(-1) < tol).all():

@@ -37,15 +37,47 @@ def gaussian_kernel(device: torch.device | str = "cpu", dtype: torch.dtype = tor
     return g / g.sum()
 
 
-def hough_space(
+@dataclass(frozen=True)
+class HoughTables:
+    """The separable form of a pair's Hough bins: ``bin(i, j) = bx[ix_i, jx_j] + nx * by[iy_i, jy_j]``.
+
+    The x part of a vote depends only on the two centres' x coordinates and the y part only
+    on their y coordinates, so two small tables over the distinct coordinates replace the
+    ``[n x m]`` bin matrix (which the fused chain never forms).
+
+    Attributes:
+        bx: ``[X_s x X_t]`` int64 x bins over the distinct source / target x centres.
+        by: ``[Y_s x Y_t]`` int64 y bins.
+        ix, iy: ``[n]`` int64 index of each source centre's x / y in the tables.
+        jx, jy: ``[m]`` int64 index of each target centre's x / y.
+        shape: ``(ny, nx)`` bins.
+        cell: bin side in pixels.
+    """
+
+    bx: torch.Tensor
+    by: torch.Tensor
+    ix: torch.Tensor
+    iy: torch.Tensor
+    jx: torch.Tensor
+    jy: torch.Tensor
+    shape: tuple[int, int]
+    cell: float
+
+    def bins(self) -> torch.Tensor:
+        """``[n x m]`` flat bin index of every hyperpixel pair."""
+        nx = self.shape[1]
+        return self.bx[self.ix][:, self.jx] + self.by[self.iy][:, self.jy] * nx
+
+
+def hough_tables(
     src_centres: torch.Tensor,
     trg_centres: torch.Tensor,
     src_size: tuple[int, int],
     trg_size: tuple[int, int],
     *,
     ncells: int = 8192,
-) -> HoughSpace:
-    """Bin of every hyperpixel pair's translation vote.
+) -> HoughTables:
+    """The separable bin tables of every hyperpixel pair's translation vote.
 
     Args:
         src_centres: ``[n x 2]`` ``(x, y)`` receptive-field centres of the source.
@@ -62,17 +94,41 @@ def hough_space(
     cell = math.sqrt(hs_w * hs_h / ncells)
     nx, ny = int(hs_w / cell) + 1, int(hs_h / cell) + 1
     # floor((W_s - x_i + x_j) / cell) depends only on the column pair: tabulate it over the
-    # distinct x (and y) centres and gather, instead of flooring n x m floats.
+    # distinct x (and y) centres instead of flooring n x m floats.
     sx, ix = torch.unique(src_centres[:, 0], return_inverse=True)
     tx, jx = torch.unique(trg_centres[:, 0], return_inverse=True)
     sy, iy = torch.unique(src_centres[:, 1], return_inverse=True)
     ty, jy = torch.unique(trg_centres[:, 1], return_inverse=True)
     # Centres lie inside their images, so votes fall inside the space; the clamp only
     # guards against float rounding at the far edge.
-    bx = torch.floor(((Ws - sx).double().unsqueeze(1) + tx.double().unsqueeze(0)) / cell).long().clamp_(0, nx - 1)
-    by = torch.floor(((Hs - sy).double().unsqueeze(1) + ty.double().unsqueeze(0)) / cell).long().clamp_(0, ny - 1)
-    bins = bx[ix][:, jx] + by[iy][:, jy] * nx
-    return HoughSpace(bins=bins, shape=(ny, nx), cell=cell)
+    bx = torch.floor(((Ws - sx).double().unsqueeze(1) + tx.double().unsqueeze(0)) / cell)
+    by = torch.floor(((Hs - sy).double().unsqueeze(1) + ty.double().unsqueeze(0)) / cell)
+    return HoughTables(
+        bx=bx.long().clamp_(0, nx - 1), by=by.long().clamp_(0, ny - 1),
+        ix=ix, iy=iy, jx=jx, jy=jy, shape=(ny, nx), cell=cell,
+    )
+
+
+def hough_space(
+    src_centres: torch.Tensor,
+    trg_centres: torch.Tensor,
+    src_size: tuple[int, int],
+    trg_size: tuple[int, int],
+    *,
+    ncells: int = 8192,
+) -> HoughSpace:
+    """Bin of every hyperpixel pair's translation vote (see :func:`hough_tables`)."""
+    t = hough_tables(src_centres, trg_centres, src_size, trg_size, ncells=ncells)
+    return HoughSpace(bins=t.bins(), shape=t.shape, cell=t.cell)
+
+
+def smooth_histogram(hist: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """``[S x ny*nx]`` Hough histograms smoothed by the 7x7 Gaussian (zero padding)."""
+    S = hist.shape[0]
+    ny, nx = shape
+    kernel = gaussian_kernel(hist.device, hist.dtype).view(1, 1, KERNEL_SIZE, KERNEL_SIZE)
+    smooth = F.conv2d(hist.view(S, 1, ny, nx), kernel, padding=KERNEL_SIZE // 2)
+    return smooth.view(S, -1)
 
 
 def rhm(votes: torch.Tensor, space: HoughSpace) -> torch.Tensor:
@@ -93,7 +149,5 @@ def rhm(votes: torch.Tensor, space: HoughSpace) -> torch.Tensor:
     # One weighted bincount per candidate: equal to the reference's n_src x nbins buffer
     # summed over sources.
     hist.index_add_(1, flat_bins, votes.reshape(S, n * m))
-    kernel = gaussian_kernel(votes.device, votes.dtype).view(1, 1, KERNEL_SIZE, KERNEL_SIZE)
-    smooth = F.conv2d(hist.view(S, 1, ny, nx), kernel, padding=KERNEL_SIZE // 2).view(S, -1)
-    prior = smooth.index_select(1, flat_bins).view(S, n, m)
+    prior = smooth_histogram(hist, space.shape).index_select(1, flat_bins).view(S, n, m)
     return votes.mul_(prior)  # in place: votes are not needed afterwards

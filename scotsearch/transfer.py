@@ -36,14 +36,46 @@ def transfer_keypoints(
     if trg_valid is not None and not bool(trg_valid.all()):
         conf = conf.masked_fill(~trg_valid, float("-inf"))
     best = conf.argmax(dim=-1)  # [... x n]
+    return transfer_from_best(best, src_kps, src_boxes, src_centres, trg_centres,
+                              src_valid=src_valid)
+
+
+def transfer_from_best(
+    best: torch.Tensor,
+    src_kps: torch.Tensor,
+    src_boxes: torch.Tensor,
+    src_centres: torch.Tensor,
+    trg_centres: torch.Tensor,
+    *,
+    src_valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Keypoint transfer from each source hyperpixel's best target (see above).
+
+    Args:
+        best: ``[... x n]`` int64 best target of every source hyperpixel; only rows whose
+            boxes contain a keypoint are read, so the fused chain fills just those.
+        src_kps, src_boxes, src_centres, trg_centres, src_valid: as
+            :func:`transfer_keypoints`.
+
+    Returns:
+        ``[... x K x 2]`` predicted target keypoints.
+    """
     disp = trg_centres[best] - src_centres  # [... x n x 2]
-    x, y = src_kps[..., 0:1], src_kps[..., 1:2]  # [... x K x 1]
-    inside = (
-        (src_boxes[:, 0] <= x) & (x <= src_boxes[:, 2]) & (src_boxes[:, 1] <= y) & (y <= src_boxes[:, 3])
-    )  # [... x K x n]
-    if src_valid is not None:
-        inside = inside & src_valid
-    w = inside.to(disp.dtype)
+    w = keypoint_rows(src_kps, src_boxes, src_valid).to(disp.dtype)  # [... x K x n]
     count = w.sum(-1, keepdim=True)
     mean_disp = (w @ disp) / count  # 0/0 -> NaN for keypoints outside every box
     return src_kps + mean_disp
+
+
+def keypoint_rows(
+    src_kps: torch.Tensor, src_boxes: torch.Tensor, src_valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Bool ``[... x K x n]``: source hyperpixel i's box contains keypoint k (inclusive)."""
+    x, y = src_kps[..., 0:1], src_kps[..., 1:2]  # [... x K x 1]
+    inside = (
+        (src_boxes[:, 0] <= x) & (x <= src_boxes[:, 2])
+        & (src_boxes[:, 1] <= y) & (y <= src_boxes[:, 3])
+    )  # [... x K x n]
+    if src_valid is not None:
+        inside = inside & src_valid
+    return inside

@@ -124,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     evaluator = Evaluator(
         dataset, source, match=match, profile=profile, alphas=alphas, thres=args.thres,
         device=device, precision=resolve_precision(args.precision, device),
+        engine=args.engine,
     )
     name = args.study or default_study_name(
         dataset.name, dataset.split, source.backbone, match.variant, args.compat, reference

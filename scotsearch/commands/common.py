@@ -75,6 +75,13 @@ def add_match_args(p: argparse.ArgumentParser, *, command: str) -> None:
                    help="dtype of the per-layer similarity terms summed per candidate "
                         "(auto: float32; half precision moved demo PCK by up to 2.8 points, "
                         "see README); transport, Hough and PCK always run in float32")
+    g.add_argument("--engine", default="auto", choices=("auto", "eager", "fused"),
+                   help="how candidates are scored: eager = the reference chain (any device "
+                        "and precision); fused = the fused incremental CPU chain (several "
+                        "times faster, float32, eps >= 0.02; its numba kernels compile once "
+                        "per machine, about 40 s, then load from numba's cache in about 1 s); "
+                        "auto (default) = fused where it covers the settings and the work "
+                        "exceeds about 20 s of eager scoring, else eager")
     g.add_argument("--n-iter", type=int, default=None,
                    help="Sinkhorn iterations (default 1 as SCOT's code; 50 with --compat paper)")
     g.add_argument("--exp1", type=float, default=None,

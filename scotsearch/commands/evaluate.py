@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
                     cfg.weights_digest[:12], str(desc.get("weights_digest"))[:12])
     evaluator = Evaluator(dataset, source, match=match, profile=profile, alphas=alphas,
                           thres=args.thres, device=device,
-                          precision=common.resolve_precision(args.precision, device))
+                          precision=common.resolve_precision(args.precision, device),
+                          engine=args.engine)
     t0 = time.perf_counter()
     with tqdm(total=len(dataset.pairs), desc="evaluate", unit="pair", leave=False,
               disable=None) as bar:
@@ -117,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
             "compat": profile.name,
             "image_side": profile.image_side,
             "precision": evaluator.precision,
+            "engine": evaluator.engine_used or evaluator.engine,
             "environment": environment(),
             "thres": evaluator.thres,
             "summary": summary,

@@ -111,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
     source = common.feature_source(args, device)
     evaluator = Evaluator(dataset, source, match=match, profile=profile, alphas=alphas,
                           thres=args.thres, device=device,
-                          precision=common.resolve_precision(args.precision, device))
+                          precision=common.resolve_precision(args.precision, device),
+                          engine=args.engine)
     # Optuna's per-trial INFO lines would tear the progress bar; the bar shows the best.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     mode = "layers jointly" if args.joint else f"layers {format_layers(layers)}"

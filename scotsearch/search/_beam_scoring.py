@@ -99,6 +99,7 @@ class CandidateScorer:
                 "pooled_pck": float(pooled[k]),
                 "per_category": {c: mean_pck(pck[k, ix]) for c, ix in self.cat_index.items()},
                 "wall_time": float(wall),
+                "engine": self.evaluator.engine_used,
             }
         return [float(v) for v in mean]
 
@@ -144,6 +145,7 @@ class CandidateScorer:
                     for c, ix in self.cat_index.items() if (ix < n).any()
                 },
                 "wall_time": float(walls[k]),
+                "engine": self.evaluator.engine_used,
             }
             if raced:
                 self._extras[s].update(pruned=True, pck_partial=mean, pairs=n)

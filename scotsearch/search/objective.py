@@ -205,6 +205,7 @@ class TuneObjective:
             "per_category", {c: mean_pck(per_pair[ix]) for c, ix in sorted(per_cat.items())}
         )
         trial.set_user_attr("wall_time", time.perf_counter() - t0)
+        trial.set_user_attr("engine", self.evaluator.engine_used)
         if pruned and self.pruner != "wilcoxon":
             raise optuna.TrialPruned(f"stopped after {len(idx)} pairs at {mean:.2f}")
         return mean

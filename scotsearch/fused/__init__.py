@@ -1,0 +1,28 @@
+"""Fast candidate scoring: the fused, incremental CPU chain (numba kernels).
+
+The eager chain in :mod:`scotsearch.matching` stays the reference implementation; this
+package computes the same per-pair results with a few streaming passes per candidate (see
+:mod:`scotsearch.fused._chain`). :func:`supports` says which settings it covers.
+"""
+
+from __future__ import annotations
+
+from scotsearch.fused._plan import plan_parents
+from scotsearch.fused._support import available
+from scotsearch.fused._support import supports
+
+
+__all__ = ["TermStore", "available", "plan_parents", "score_group", "supports", "warm_up"]
+
+
+def __getattr__(name: str) -> object:
+    # The kernels import numba (about a second): only when a fused score is asked for.
+    if name in ("score_group", "warm_up"):
+        from scotsearch.fused import _chain
+
+        return getattr(_chain, name)
+    if name == "TermStore":
+        from scotsearch.fused._terms import TermStore
+
+        return TermStore
+    raise AttributeError(name)

@@ -1,0 +1,110 @@
+"""Per-pair layer terms of the fused chain, and a memory-bounded store that keeps them
+between evaluator calls.
+
+A beam depth is scored in chunks of candidates, each chunk a separate pass over the pairs,
+and every chunk needs most layers again: keeping the terms saves forming each layer's dot
+products on every pair once per chunk instead of once per search.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from scotsearch.matching import native_term
+from scotsearch.matching import source_taps
+from scotsearch.matching import upsampled_sq_norms_separable
+
+
+@dataclass
+class Term:
+    """One layer on one pair, as the kernels read it.
+
+    Attributes:
+        dt: ``[k x m]`` float32 dot products at the layer's native source resolution,
+            upsampled on the target side (``k = n`` when ``identity``).
+        rows, wts: ``[n x 4]`` source taps and weights (:func:`source_taps`); placeholders
+            when ``identity``.
+        identity: the layer is at the base grid's resolution on both sides.
+        sq_src, sq_trg: ``[n]`` / ``[m]`` squared norms of the upsampled features.
+    """
+
+    dt: np.ndarray
+    rows: np.ndarray
+    wts: np.ndarray
+    identity: bool
+    sq_src: torch.Tensor
+    sq_trg: torch.Tensor
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.dt.nbytes + 4 * (self.sq_src.numel() + self.sq_trg.numel()))
+
+
+_NO_TAPS = (np.zeros((1, 4), np.int64), np.zeros((1, 4), np.float32))
+
+
+def layer_term(
+    f_src: torch.Tensor,
+    f_trg: torch.Tensor,
+    src_hw: tuple[int, int],
+    trg_hw: tuple[int, int],
+    taps: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]],
+) -> Term:
+    """The fused chain's form of one layer's similarity term (``taps``: a shape -> taps memo)."""
+    fs, ft = f_src.cpu(), f_trg.cpu()
+    native = (int(fs.shape[-2]), int(fs.shape[-1]))
+    identity = native == tuple(src_hw) and tuple(ft.shape[-2:]) == tuple(trg_hw)
+    if identity:
+        C = fs.shape[0]
+        dt = fs.float().reshape(C, -1).T @ ft.float().reshape(C, -1)
+        rows, wts = _NO_TAPS
+    else:
+        dt = native_term(fs, ft, trg_hw)
+        if native not in taps:
+            r, w = source_taps(native, src_hw)
+            taps[native] = (r.numpy(), w.numpy())
+        rows, wts = taps[native]
+    return Term(
+        dt=np.ascontiguousarray(dt.numpy()), rows=rows, wts=wts, identity=identity,
+        sq_src=upsampled_sq_norms_separable(fs, src_hw),
+        sq_trg=upsampled_sq_norms_separable(ft, trg_hw),
+    )
+
+
+def default_budget() -> int:
+    """Bytes the term store may hold: a third of the memory available now (Linux), else 2 GB."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 3
+    except OSError:
+        pass
+    return 2 << 30 if os.name else 0
+
+
+class TermStore:
+    """Layer terms kept across evaluator calls, up to a byte budget.
+
+    Full is full: once the budget is reached nothing more is added and nothing is evicted.
+    Pairs are visited in the same cyclic order on every call, where evicting the oldest
+    entry would evict every entry before its next use.
+    """
+
+    def __init__(self, budget: int | None = None) -> None:
+        self.budget = default_budget() if budget is None else int(budget)
+        self.used = 0
+        self._terms: dict[Hashable, Term] = {}
+
+    def get(self, key: Hashable) -> Term | None:
+        return self._terms.get(key)
+
+    def put(self, key: Hashable, term: Term) -> None:
+        if key not in self._terms and self.used + term.nbytes <= self.budget:
+            self._terms[key] = term
+            self.used += term.nbytes
