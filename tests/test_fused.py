@@ -12,7 +12,7 @@ import torch
 
 from scotsearch.config import MatchConfig
 from scotsearch.config import VARIANTS
-from scotsearch.config import get_profile
+from scotsearch.presets import get_profile
 from scotsearch.errors import ConfigError
 from scotsearch.evaluate import Evaluator
 from scotsearch.fused import TermStore
