@@ -31,13 +31,13 @@ import optuna
 import torch
 
 from scotsearch.config import MatchConfig
-from scotsearch.presets import get_profile
 from scotsearch.data.pairs import Dataset
 from scotsearch.data.pairs import Pair
 from scotsearch.evaluate import Evaluator
 from scotsearch.evaluate import Scores
 from scotsearch.features import ImageFeatures
 from scotsearch.layers import layer_specs
+from scotsearch.presets import get_profile
 from scotsearch.search.beam_study import run_beam
 
 

@@ -35,8 +35,8 @@ from scotsearch.cache import FeatureCache
 from scotsearch.cache import build_cache
 from scotsearch.cache import open_source
 from scotsearch.cache._format import layer_name
-from scotsearch.presets import get_profile
 from scotsearch.layers import layer_specs
+from scotsearch.presets import get_profile
 
 
 SCOT_PFPASCAL = (2, 22, 24, 25, 27, 28, 29)

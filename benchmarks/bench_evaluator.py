@@ -25,13 +25,13 @@ import numpy as np
 import torch
 
 from scotsearch.config import MatchConfig
-from scotsearch.presets import get_profile
 from scotsearch.data.pairs import Dataset
 from scotsearch.data.pairs import Pair
 from scotsearch.evaluate import Evaluator
 from scotsearch.features import ImageFeatures
 from scotsearch.fused import warm_up
 from scotsearch.layers import layer_specs
+from scotsearch.presets import get_profile
 
 
 class RandomSource:

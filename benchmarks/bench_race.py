@@ -20,8 +20,8 @@ import time
 import torch
 
 from scotsearch.config import MatchConfig
-from scotsearch.presets import get_profile
 from scotsearch.evaluate import Evaluator
+from scotsearch.presets import get_profile
 from scotsearch.search.beam_study import run_beam
 from scotsearch.testing import SyntheticSource
 from scotsearch.testing import synthetic_dataset

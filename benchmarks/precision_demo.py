@@ -24,9 +24,9 @@ import torch
 
 from scotsearch.cache import open_source
 from scotsearch.config import MatchConfig
-from scotsearch.presets import get_profile
 from scotsearch.data import load_dataset
 from scotsearch.evaluate import Evaluator
+from scotsearch.presets import get_profile
 from scotsearch.search.beam_study import run_beam
 from scotsearch.study import completed_trials
 

@@ -7,7 +7,8 @@ into per-hyperpixel OT marginal weights at matching time.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Protocol
 
 import torch

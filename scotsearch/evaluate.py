@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from scotsearch import fused
 from scotsearch.config import MatchConfig
 from scotsearch.config import Profile
 from scotsearch.data.pairs import Dataset
 from scotsearch.data.pairs import Pair
 from scotsearch.data.pairs import check_keypoints_inside
 from scotsearch.data.pairs import threshold_base
-from scotsearch import fused
 from scotsearch.errors import ConfigError
 from scotsearch.features import FeatureSource
 from scotsearch.features import ImageFeatures

@@ -22,7 +22,6 @@ from scotsearch.backbones import extract_features
 from scotsearch.backbones import load_backbone
 from scotsearch.backbones import state_dict_digest
 from scotsearch.config import Profile
-from scotsearch.presets import get_profile
 from scotsearch.errors import ConfigError
 from scotsearch.errors import DataError
 from scotsearch.errors import ScotsearchError
@@ -30,6 +29,7 @@ from scotsearch.preprocess import IMAGENET_MEAN
 from scotsearch.preprocess import IMAGENET_STD
 from scotsearch.preprocess import prepare_image
 from scotsearch.preprocess import resize_plan
+from scotsearch.presets import get_profile
 from scotsearch.weights import IMAGENET_WEIGHTS
 
 

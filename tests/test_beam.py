@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from scotsearch.layers import format_layers as subset_key
 from scotsearch.search.beam import Candidate
 from scotsearch.search.beam import Subset
 from scotsearch.search.beam import as_subset
 from scotsearch.search.beam import beam_search
 from scotsearch.search.beam import expand
 from scotsearch.search.beam import initial_candidates
-from scotsearch.layers import format_layers as subset_key
 from scotsearch.search.beam import top_k
 
 
@@ -298,8 +298,8 @@ RUN_KW = dict(beam=2, max_layers=3, layers=range(5), chunk=3)
 
 def small_evaluator():
     from scotsearch.config import MatchConfig
-    from scotsearch.presets import get_profile
     from scotsearch.evaluate import Evaluator
+    from scotsearch.presets import get_profile
     from scotsearch.testing import SyntheticSource
     from scotsearch.testing import synthetic_dataset
 

@@ -23,9 +23,9 @@ from optuna.storages import BaseStorage
 
 from scotsearch import study as st
 from scotsearch.config import MatchConfig
-from scotsearch.presets import get_profile
 from scotsearch.evaluate import Evaluator
 from scotsearch.export import export_rows
+from scotsearch.presets import get_profile
 from scotsearch.search.tune import run_tune
 from scotsearch.study import best_layers_of
 from scotsearch.testing import SyntheticSource

@@ -38,11 +38,11 @@ from scotsearch.cache._format import encode_layer
 from scotsearch.cache._format import roundtrip
 from scotsearch.cache._sources import _Memo
 from scotsearch.config import MatchConfig
-from scotsearch.presets import get_profile
 from scotsearch.data.images import load_image
 from scotsearch.data.pairs import Dataset
 from scotsearch.data.pairs import Pair
 from scotsearch.evaluate import Evaluator
+from scotsearch.presets import get_profile
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,13 +16,13 @@ from PIL import Image
 from scipy import ndimage
 
 from scotsearch.data import demo
+from scotsearch.data.demo import DEMO_VERSION
+from scotsearch.data.demo import MANIFEST_NAME
 from scotsearch.data.demo import _install
 from scotsearch.data.demo import _photos
 from scotsearch.data.demo import _render
 from scotsearch.data.demo import _spair_files
 from scotsearch.data.demo import _warps
-from scotsearch.data.demo import DEMO_VERSION
-from scotsearch.data.demo import MANIFEST_NAME
 from scotsearch.data.demo import ensure_demo
 from scotsearch.errors import ConfigError
 from scotsearch.errors import DataError

@@ -2,14 +2,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from conftest import devices
-from scotsearch.config import MatchConfig
 from scotsearch.config import VARIANTS
-from scotsearch.presets import get_profile
+from scotsearch.config import MatchConfig
 from scotsearch.errors import ConfigError
 from scotsearch.evaluate import Evaluator
+from scotsearch.presets import get_profile
 from scotsearch.testing import SyntheticSource
 from scotsearch.testing import synthetic_dataset
 

@@ -13,12 +13,12 @@ from scotsearch import study as st
 from scotsearch.config import RUN_COLUMNS
 from scotsearch.config import MatchConfig
 from scotsearch.config import RunConfig
-from scotsearch.presets import get_profile
 from scotsearch.errors import ScotsearchError
 from scotsearch.evaluate import Evaluator
 from scotsearch.export import export_rows
 from scotsearch.export import select_rows
 from scotsearch.export import write_csv
+from scotsearch.presets import get_profile
 from scotsearch.testing import SyntheticSource
 from scotsearch.testing import synthetic_dataset
 

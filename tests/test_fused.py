@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from scotsearch.config import MatchConfig
 from scotsearch.config import VARIANTS
-from scotsearch.presets import get_profile
+from scotsearch.config import MatchConfig
 from scotsearch.errors import ConfigError
 from scotsearch.evaluate import Evaluator
 from scotsearch.fused import TermStore
@@ -23,6 +22,7 @@ from scotsearch.matching import native_term
 from scotsearch.matching import source_taps
 from scotsearch.matching import upsampled_sq_norms
 from scotsearch.matching import upsampled_sq_norms_separable
+from scotsearch.presets import get_profile
 from scotsearch.testing import SyntheticSource
 from scotsearch.testing import synthetic_dataset
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from scotsearch.errors import ConfigError
-from scotsearch.layers import layer_specs
 from scotsearch.layers import format_layers
+from scotsearch.layers import layer_specs
 from scotsearch.layers import parse_layers
 
 

@@ -4,12 +4,12 @@ import torch
 import torch.nn.functional as F
 
 from scotsearch.config import MatchConfig
-from scotsearch.presets import get_profile
 from scotsearch.geometry import make_grid
 from scotsearch.matching import layer_terms
 from scotsearch.matching import marginal
 from scotsearch.matching import members_matrix
 from scotsearch.matching import subset_cosine
+from scotsearch.presets import get_profile
 
 
 def _reference_cosine(src: dict[int, torch.Tensor], trg: dict[int, torch.Tensor], ids: tuple[int, ...]) -> torch.Tensor:

@@ -76,8 +76,8 @@ def test_pairing_separates_what_unpaired_means_cannot() -> None:
 
 def _evaluator(n_pairs: int):
     from scotsearch.config import MatchConfig
-    from scotsearch.presets import get_profile
     from scotsearch.evaluate import Evaluator
+    from scotsearch.presets import get_profile
     from scotsearch.testing import SyntheticSource
     from scotsearch.testing import synthetic_dataset
 

@@ -27,9 +27,9 @@ from scotsearch.config import DEFAULT_BETA
 from scotsearch.config import DEFAULT_GAMMA
 from scotsearch.config import MatchConfig
 from scotsearch.config import RunConfig
-from scotsearch.presets import get_profile
 from scotsearch.errors import ConfigError
 from scotsearch.evaluate import Evaluator
+from scotsearch.presets import get_profile
 from scotsearch.search.objective import TuneObjective
 from scotsearch.search.objective import _surplus
 from scotsearch.search.objective import pair_order

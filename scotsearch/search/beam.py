@@ -41,6 +41,7 @@ from dataclasses import field
 
 from scotsearch.layers import format_layers
 
+
 #: A layer subset: sorted, distinct layer indices.
 Subset = tuple[int, ...]
 

@@ -8,11 +8,12 @@ in the file replaces the default's section as a whole, a missing one keeps the d
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from typing import cast
+
+import tomllib
 
 from scotsearch.errors import ConfigError
 from scotsearch.search.space import CAM_CHOICES
