@@ -11,9 +11,12 @@ It prints candidate-pairs per second, per depth and overall, and extrapolates to
 search the references ran on SPair-71k val: 5,384 pairs x ~850 candidates
 (reference-behaviour.md §8).
 
+Each engine (``--engines eager,fused``) runs the same search, and the ratio of their
+throughputs is printed at the end.
+
 Usage:
     python benchmarks/bench_beam.py                        # 500 pairs, the whole search
-    python benchmarks/bench_beam.py --pairs 8 --max-candidates 24   # a quick look on a CPU
+    python benchmarks/bench_beam.py --pairs 8 --max-candidates 32   # a quick look on a CPU
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from scotsearch.data.pairs import Pair
 from scotsearch.evaluate import Evaluator
 from scotsearch.evaluate import Scores
 from scotsearch.features import ImageFeatures
+from scotsearch.fused import warm_up
 from scotsearch.layers import layer_specs
 from scotsearch.presets import get_profile
 from scotsearch.search.beam_study import run_beam
@@ -164,49 +168,20 @@ def machine_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--pairs", type=int, default=500, help="validation pairs (default 500)")
-    ap.add_argument("--bank", type=int, default=16, help="distinct synthetic images (default 16)")
-    ap.add_argument("--beam", type=int, default=4)
-    ap.add_argument("--max-layers", type=int, default=8)
-    ap.add_argument("--max-candidates", type=int, default=None,
-                    help="stop after scoring this many candidates (default: the whole search)")
-    ap.add_argument("--chunk", type=int, default=16, help="candidates per evaluator call")
-    ap.add_argument("--variant", default="ot-rhm", help="matching variant (default ot-rhm)")
-    ap.add_argument("--algorithm", default="reference", choices=("reference", "fixed"))
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    reference = args.algorithm == "reference"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-    t0 = time.perf_counter()
-    source = BankSource(bank=args.bank, device=device)
-    dataset = make_dataset(args.pairs, args.bank)
+def run_engine(args: argparse.Namespace, engine: str, source: BankSource, dataset: Dataset,
+               device: torch.device) -> float | None:
+    """One search with one engine; prints its figures and returns candidate-pairs/s overall."""
     ev = TimedEvaluator(
         dataset, source, match=MatchConfig.from_variant(args.variant), profile=get_profile("scot"),
-        device=device, budget=None,
+        device=device, budget=None, engine=engine,
     )
+    if engine == "fused":
+        print(f"[{engine}] kernels compiled or loaded in {warm_up():.1f} s (not timed)")
     ev.score([(0,)], pair_index=[0])  # warm-up: allocator, kernels
     ev.calls.clear()
     ev.depth_of_call.clear()
     ev.budget = args.max_candidates
-    t_setup = time.perf_counter() - t0
-
-    print(f"machine: {machine_name(device)} ({device.type}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} CPU threads)")
-    print(f"data: {args.pairs} pairs over {args.bank} synthetic images (stride-4 grids 57x75 and "
-          f"50x75), ResNet-101 34 layers float16, variant {args.variant}; setup {t_setup:.1f} s")
-    print(f"search: {args.algorithm} algorithm, beam {args.beam}, up to {args.max_layers} layers, "
-          f"chunk {args.chunk}" + (f", at most {args.max_candidates} candidates"
-                                   if args.max_candidates else ""))
-
+    reference = args.algorithm == "reference"
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/bench.db"
         t0 = time.perf_counter()
@@ -223,28 +198,71 @@ def main() -> None:
     cand_pairs = sum(c * p for c, p, _ in ev.calls)
     t_score = sum(t for _, _, t in ev.calls)
     if not n_cand:
-        print("nothing scored")
-        return
+        print(f"[{engine}] nothing scored")
+        return None
     rate = cand_pairs / t_score
     for d in sorted(set(ev.depth_of_call)):
         part = [c for c, k in zip(ev.calls, ev.depth_of_call) if k == d]
         n = sum(c for c, _, _ in part)
         cp = sum(c * p for c, p, _ in part)
         t = sum(x for _, _, x in part)
-        print(f"  depth {d + 1}: {n:4d} candidates, {cp:8,d} candidate-pairs in {t:8.1f} s = "
-              f"{cp / t:8.1f} candidate-pairs/s")
-    print(f"scored {n_cand} candidates x {args.pairs} pairs = {cand_pairs:,} candidate-pairs in "
-          f"{wall:.1f} s ({t_score:.1f} s scoring, {wall - t_score:.1f} s storing and search)")
-    print(f"throughput: {rate:,.1f} candidate-pairs/s scoring, {cand_pairs / wall:,.1f} overall; "
-          f"{n_cand / wall * 3600:,.0f} candidates/hour at {args.pairs} pairs")
+        print(f"[{engine}]  depth {d + 1}: {n:4d} candidates, {cp:8,d} candidate-pairs in "
+              f"{t:8.1f} s = {cp / t:8.1f} candidate-pairs/s")
+    print(f"[{engine}] scored {n_cand} candidates x {args.pairs} pairs = {cand_pairs:,} "
+          f"candidate-pairs in {wall:.1f} s ({t_score:.1f} s scoring, {wall - t_score:.1f} s "
+          f"storing and search)")
+    print(f"[{engine}] throughput: {rate:,.1f} candidate-pairs/s scoring, "
+          f"{cand_pairs / wall:,.1f} overall = {1000 * wall / cand_pairs:.1f} ms per "
+          f"candidate-pair")
     if finished:
-        print(f"search finished: best {out.result.best.key} (random features: the value is "
-              f"meaningless), {len(out.result.candidates)} candidates in all")
+        print(f"[{engine}] search finished: best {out.result.best.key} (random features: the "
+              f"value is meaningless), {len(out.result.candidates)} candidates in all")
     full = SPAIR_VAL_PAIRS * REFERENCE_CANDIDATES
     hours = full / (cand_pairs / wall) / 3600
-    print(f"extrapolated full SPair-71k val search ({SPAIR_VAL_PAIRS:,} pairs x "
+    print(f"[{engine}] extrapolated full SPair-71k val search ({SPAIR_VAL_PAIRS:,} pairs x "
           f"~{REFERENCE_CANDIDATES} candidates = {full / 1e6:.2f} M candidate-pairs): "
           f"{hours:,.1f} h on this machine")
+    return cand_pairs / wall
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--pairs", type=int, default=500, help="validation pairs (default 500)")
+    ap.add_argument("--bank", type=int, default=16, help="distinct synthetic images (default 16)")
+    ap.add_argument("--beam", type=int, default=4)
+    ap.add_argument("--max-layers", type=int, default=8)
+    ap.add_argument("--max-candidates", type=int, default=None,
+                    help="stop after scoring this many candidates (default: the whole search)")
+    ap.add_argument("--chunk", type=int, default=16, help="candidates per evaluator call")
+    ap.add_argument("--variant", default="ot-rhm", help="matching variant (default ot-rhm)")
+    ap.add_argument("--algorithm", default="reference", choices=("reference", "fixed"))
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--engines", default="eager,fused",
+                    help="comma-separated engines, each runs the same search (default both)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    t0 = time.perf_counter()
+    source = BankSource(bank=args.bank, device=device)
+    dataset = make_dataset(args.pairs, args.bank)
+    t_setup = time.perf_counter() - t0
+    print(f"machine: {machine_name(device)} ({device.type}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} CPU threads)")
+    print(f"data: {args.pairs} pairs over {args.bank} synthetic images (stride-4 grids 57x75 and "
+          f"50x75), ResNet-101 34 layers float16, variant {args.variant}; setup {t_setup:.1f} s")
+    print(f"search: {args.algorithm} algorithm, beam {args.beam}, up to {args.max_layers} layers, "
+          f"chunk {args.chunk}" + (f", at most {args.max_candidates} candidates"
+                                   if args.max_candidates else ""))
+    rates = {e: run_engine(args, e, source, dataset, device) for e in args.engines.split(",")}
+    if rates.get("eager") and rates.get("fused"):
+        print(f"fused vs eager (same search, same machine): "
+              f"{rates['fused'] / rates['eager']:.1f}x the candidate-pairs per second")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
+from typing import cast
 
 import numpy as np
 import torch
@@ -276,7 +277,9 @@ class Evaluator:
                     n_correct[members, :, p_pos] = correct.sum(-1).cpu().numpy()
                 if progress is not None:
                     progress(1)
-        return Scores(subsets=subs, alphas=self.alphas, pair_index=idx, n_correct=n_correct, n_kps=n_kps)
+        return Scores(
+            subsets=subs, alphas=self.alphas, pair_index=idx, n_correct=n_correct, n_kps=n_kps
+        )
 
     def predict(
         self,
@@ -330,9 +333,16 @@ class Evaluator:
         scale = 1.0
         if not full:
             # The cosine is invariant to one common scale of all terms: divide every term
-            # by the largest possible |sum of dots| so no float16 sum can overflow.
-            ns = sum(upsampled_sq_norms(prep.src.layers[l].to(self.device), (src_grid.h, src_grid.w)) for l in layer_order)
-            nt = sum(upsampled_sq_norms(prep.trg.layers[l].to(self.device), (trg_grid.h, trg_grid.w)) for l in layer_order)
+            # by the largest possible |sum of dots| so no float16 sum can overflow. The group
+            # has at least one layer, so both sums are tensors.
+            ns = cast(torch.Tensor, sum(
+                upsampled_sq_norms(prep.src.layers[l].to(self.device), (src_grid.h, src_grid.w))
+                for l in layer_order
+            ))
+            nt = cast(torch.Tensor, sum(
+                upsampled_sq_norms(prep.trg.layers[l].to(self.device), (trg_grid.h, trg_grid.w))
+                for l in layer_order
+            ))
             scale = float(ns.max().sqrt() * nt.max().sqrt()) or 1.0
         for k, l in enumerate(layer_order):
             d, sq_src[k], sq_trg[k] = layer_terms(

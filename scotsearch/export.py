@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from typing import cast
 
 import optuna
 
@@ -53,7 +54,8 @@ def export_rows(study: optuna.Study) -> list[dict[str, Any]]:
     for t in completed_trials(study):
         attrs = t.user_attrs
         match_d = attrs.get("match", ident.get("match"))
-        pck = float(attrs.get("pck", t.value))
+        # completed_trials keeps only trials with a value.
+        pck = float(attrs.get("pck", cast(float, t.value)))
         # A pruned tune trial's value is a running mean over part of the split, not a PCK.
         if match_d is None or math.isnan(pck) or attrs.get("pruned"):
             continue

@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from typing import cast
 
 import torch
 from safetensors import SafetensorError
@@ -222,7 +223,7 @@ def layer_name(layer_id: int) -> str:
 def _crc(t: torch.Tensor) -> int:
     # zlib.crc32 runs at several GB/s and releases the GIL, so checking every read costs
     # a few ms per image: cheap next to matching.
-    return zlib.crc32(t.contiguous().view(torch.uint8).reshape(-1).numpy())
+    return zlib.crc32(t.contiguous().view(torch.uint8).reshape(-1).numpy().data)
 
 
 def encode_layer(x: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -256,6 +257,12 @@ def decode_layer(stored: torch.Tensor, k: int) -> torch.Tensor:
     return stored if k == 0 else stored.to(torch.float32) * 2.0**k
 
 
+def _hw(size: Iterable[int]) -> tuple[int, int]:
+    # A plain tuple of whatever sequence a source put there (a list, a torch.Size); that it
+    # is an (H, W) pair is ImageFeatures' contract, not checked again here.
+    return cast("tuple[int, int]", tuple(size))
+
+
 def roundtrip(feats: ImageFeatures) -> ImageFeatures:
     """The features exactly as an entry would return them (float16 rounding applied).
 
@@ -264,8 +271,8 @@ def roundtrip(feats: ImageFeatures) -> ImageFeatures:
     """
     layers = {l: decode_layer(*encode_layer(v)) for l, v in feats.layers.items()}
     cam = None if feats.cam is None else feats.cam.detach().to("cpu", torch.float32).contiguous()
-    return ImageFeatures(layers=layers, image_size=tuple(feats.image_size),
-                         ratio=float(feats.ratio), orig_size=tuple(feats.orig_size), cam=cam)
+    return ImageFeatures(layers=layers, image_size=_hw(feats.image_size),
+                         ratio=float(feats.ratio), orig_size=_hw(feats.orig_size), cam=cam)
 
 
 def encode_entry(
@@ -308,8 +315,8 @@ def encode_entry(
         "checksums": canonical_json({name: _crc(t) for name, t in tensors.items()}),
         "source": source,
     }
-    out = ImageFeatures(layers=decoded, image_size=tuple(feats.image_size),
-                        ratio=float(feats.ratio), orig_size=tuple(feats.orig_size), cam=cam)
+    out = ImageFeatures(layers=decoded, image_size=_hw(feats.image_size),
+                        ratio=float(feats.ratio), orig_size=_hw(feats.orig_size), cam=cam)
     return st_save(tensors, metadata=meta), out
 
 

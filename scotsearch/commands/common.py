@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -18,6 +19,11 @@ from scotsearch.presets import PROFILES
 from scotsearch.presets import default_variant
 from scotsearch.presets import resolve_match
 from scotsearch.presets import resolve_profile
+
+
+if TYPE_CHECKING:
+    from scotsearch.cache import CachedSource
+    from scotsearch.cache import MemorySource
 
 
 log = logging.getLogger(__name__)
@@ -175,7 +181,9 @@ def open_dataset(args: argparse.Namespace) -> Dataset:
     return ds
 
 
-def feature_source(args: argparse.Namespace, device: torch.device):  # -> FeatureSource
+def feature_source(
+    args: argparse.Namespace, device: torch.device
+) -> MemorySource | CachedSource:
     """Features for the flags: the on-disk cache (default) or memory only (--no-cache)."""
     from scotsearch.cache import open_source
 

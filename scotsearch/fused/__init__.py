@@ -7,9 +7,17 @@ package computes the same per-pair results with a few streaming passes per candi
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from scotsearch.fused._plan import plan_parents
 from scotsearch.fused._support import available
 from scotsearch.fused._support import supports
+
+
+if TYPE_CHECKING:
+    from scotsearch.fused._chain import score_group
+    from scotsearch.fused._chain import warm_up
+    from scotsearch.fused._terms import TermStore
 
 
 __all__ = ["TermStore", "available", "plan_parents", "score_group", "supports", "warm_up"]

@@ -28,11 +28,13 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     # OpenMP pool, and on a 2-core machine every small torch op between two kernels then
     # waits for a time slice (measured: 19 s instead of 11 s for one benchmark call). The
     # workqueue layer's threads sleep between kernels. A user's own choice is kept.
-    numba.config.THREADING_LAYER = "workqueue"
+    # numba.config sets its attributes from the environment at import time, so mypy does
+    # not see them.
+    numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
 
 
 @njit(cache=True, inline="always")
-def _power(v: float, e: float) -> float:
+def _power(v: float, e: float) -> np.float32:
     # torch's pow with a scalar exponent special-cases these (sqrt, square, cube), and the
     # eager chain goes through it: the same special cases give the same rounding.
     # Always float32, rounded once, as the eager tensors are.
