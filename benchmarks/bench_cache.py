@@ -65,7 +65,9 @@ def evict(paths: list[Path]) -> None:
             os.close(fd)
 
 
-def write_npy_copy(cache: FeatureCache, shas: list[str], folder: Path, n_layers: int) -> dict[str, list[Path]]:
+def write_npy_copy(
+    cache: FeatureCache, shas: list[str], folder: Path, n_layers: int
+) -> dict[str, list[Path]]:
     """The same float16 maps as one .npy per (image, layer)."""
     files: dict[str, list[Path]] = {}
     for sha in shas:
@@ -126,8 +128,9 @@ def main() -> None:
                               cache_dir=cache_dir, device=device, allow_random_fallback=False)
             src.model()  # load outside the timed part
             stats = build_cache(paths, src, workers=args.workers, batch_size=b, progress=False)
-            print(f"build {args.backbone} batch {b}: {stats.built} images in {stats.seconds:.1f} s "
-                  f"= {stats.images_per_s:.2f} images/s (with CAM, fsync'ed writes)")
+            print(f"build {args.backbone} batch {b}: {stats.built} images in "
+                  f"{stats.seconds:.1f} s = {stats.images_per_s:.2f} images/s "
+                  "(with CAM, fsync'ed writes)")
         assert src is not None
         cache = src.cache
         shas = [src.image_sha(p) for p in paths]
@@ -137,11 +140,13 @@ def main() -> None:
         sizes = {args.backbone: per_image}
         other = "resnet50" if args.backbone == "resnet101" else "resnet101"
         o = open_source(backbone=other, weights="random", seed=0, profile=profile,
-                        cache_dir=scratch / "cache_other", device=device, allow_random_fallback=False)
+                        cache_dir=scratch / "cache_other", device=device,
+                        allow_random_fallback=False)
         o.get(paths[0], (0,), need_cam=False)
         sizes[other] = o.cache.path_for(o.image_sha(paths[0])).stat().st_size
         for name in ("resnet50", "resnet101"):
-            full = sum(s.channels * -(-300 // s.stride) * -(-300 // s.stride) * 2 for s in layer_specs(name))
+            full = sum(s.channels * -(-300 // s.stride) * -(-300 // s.stride) * 2
+                       for s in layer_specs(name))
             print(f"bytes per image {name}: {sizes[name] / 1e6:.1f} MB at 300x225 (measured); "
                   f"~{(full + 300 * 300 * 4) / 1e6:.1f} MB at 300x300 (formula)")
 
@@ -166,14 +171,17 @@ def main() -> None:
                 for s in (a, b):
                     d = npy[s][0].parent
                     for l in layers:
-                        torch.from_numpy(np.array(np.load(d / f"{layer_name(l)}.npy", mmap_mode="r")))
+                        torch.from_numpy(
+                            np.array(np.load(d / f"{layer_name(l)}.npy", mmap_mode="r"))
+                        )
                     torch.from_numpy(np.array(np.load(d / "cam.npy", mmap_mode="r")))
             return read
 
         st_files = lambda s: [cache.path_for(s)]  # noqa: E731
         npy_files = lambda s: npy[s]  # noqa: E731
         print(f"reads ({args.pairs} random pairs of {len(shas)} entries), pairs/s:")
-        print(f"  {'format':34s} {'all layers warm':>16s} {'all cold':>9s} {'7 layers warm':>14s} {'7 cold':>7s}")
+        print(f"  {'format':34s} {'all layers warm':>16s} {'all cold':>9s} "
+              f"{'7 layers warm':>14s} {'7 cold':>7s}")
         rows = [
             ("safetensors per image, CRC check", lambda ls: st_reader(ls, True), st_files),
             ("safetensors per image, no check", lambda ls: st_reader(ls, False), st_files),
@@ -190,7 +198,8 @@ def main() -> None:
         t_one = time_pairs(st_reader((0,), True), pairs, st_files, cold=True)
         print(f"  safetensors, layer 0 only, cold: {t_one:.1f} pairs/s")
         n_files = len(shas) * (n_layers + 1)
-        print(f"files: safetensors {len(shas)} (1 per image), npy {n_files} ({n_layers + 1} per image)")
+        print(f"files: safetensors {len(shas)} (1 per image), "
+              f"npy {n_files} ({n_layers + 1} per image)")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

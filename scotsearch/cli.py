@@ -27,7 +27,9 @@ COMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scotsearch",
-        description="Fast, resumable layer and setting search for SCOT/HPF semantic correspondence.",
+        description=(
+            "Fast, resumable layer and setting search for SCOT/HPF semantic correspondence."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"scotsearch {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")

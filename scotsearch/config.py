@@ -51,7 +51,12 @@ VARIANTS = {
     "ot-rhm-stair": ("ot", True, "stair"),  # = SCOT
 }
 #: SCOT's ``--sim`` names.
-SIM_NAMES = {"cos": ("cos", False), "cosGeo": ("cos", True), "OT": ("ot", False), "OTGeo": ("ot", True)}
+SIM_NAMES = {
+    "cos": ("cos", False),
+    "cosGeo": ("cos", True),
+    "OT": ("ot", False),
+    "OTGeo": ("ot", True),
+}
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,9 @@ class MatchConfig:
         if list(self.beta) != sorted(self.beta):
             raise ConfigError(f"stair heights beta must be ascending, got {list(self.beta)}")
         if any(g < 0 for g in self.gamma) or sum(self.gamma) <= 0:
-            raise ConfigError(f"stair widths gamma must be >= 0 with a positive sum, got {list(self.gamma)}")
+            raise ConfigError(
+                f"stair widths gamma must be >= 0 with a positive sum, got {list(self.gamma)}"
+            )
         if self.ncells < 1:
             raise ConfigError(f"ncells must be positive, got {self.ncells}")
 
@@ -239,7 +246,9 @@ class RunConfig:
                 layers=layers,
                 match=match,
                 weights=str(row["weights"]),
-                weights_digest=str(row["weights_digest"] if row["weights_digest"] == row["weights_digest"] else ""),
+                weights_digest=str(
+                    row["weights_digest"] if row["weights_digest"] == row["weights_digest"] else ""
+                ),
                 compat=str(row["compat"]),
                 alpha=float(row["alpha"]),
                 thres=str(row["thres"]),

@@ -299,7 +299,9 @@ def match_scores(
     return votes
 
 
-def members_matrix(subsets: Sequence[tuple[int, ...]], layer_order: Sequence[int], device: torch.device | str) -> torch.Tensor:
+def members_matrix(
+    subsets: Sequence[tuple[int, ...]], layer_order: Sequence[int], device: torch.device | str
+) -> torch.Tensor:
     """``[S x L]`` 0/1 membership of each subset over ``layer_order``."""
     pos = {l: k for k, l in enumerate(layer_order)}
     A = torch.zeros(len(subsets), len(layer_order), device=device)

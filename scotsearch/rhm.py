@@ -30,7 +30,9 @@ class HoughSpace:
     cell: float
 
 
-def gaussian_kernel(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def gaussian_kernel(
+    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """The 7x7 smoothing kernel, sum 1."""
     r = torch.arange(KERNEL_SIZE, device=device, dtype=dtype) - KERNEL_SIZE // 2
     g = torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * SIGMA**2))
@@ -39,7 +41,8 @@ def gaussian_kernel(device: torch.device | str = "cpu", dtype: torch.dtype = tor
 
 @dataclass(frozen=True)
 class HoughTables:
-    """The separable form of a pair's Hough bins: ``bin(i, j) = bx[ix_i, jx_j] + nx * by[iy_i, jy_j]``.
+    """The separable form of a pair's Hough bins:
+    ``bin(i, j) = bx[ix_i, jx_j] + nx * by[iy_i, jy_j]``.
 
     The x part of a vote depends only on the two centres' x coordinates and the y part only
     on their y coordinates, so two small tables over the distinct coordinates replace the

@@ -58,7 +58,9 @@ def synthetic_dataset(
                 trg_size=(W, H),
             )
         )
-    return Dataset(name=name, split="val", root=Path("synthetic"), pairs=tuple(pairs), default_thres="bbox")
+    return Dataset(
+        name=name, split="val", root=Path("synthetic"), pairs=tuple(pairs), default_thres="bbox"
+    )
 
 
 def _shift_of(path: Path) -> tuple[float, float]:
@@ -71,7 +73,9 @@ def _shift_of(path: Path) -> tuple[float, float]:
     return dx, dy
 
 
-def _field(x: torch.Tensor, y: torch.Tensor, channels: int, seed: int, scale: float) -> torch.Tensor:
+def _field(
+    x: torch.Tensor, y: torch.Tensor, channels: int, seed: int, scale: float
+) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     freq = torch.rand(channels, 2, generator=g) * (2 * math.pi / 24.0)
     phase = torch.rand(channels, generator=g) * 2 * math.pi
@@ -128,10 +132,13 @@ class SyntheticSource:
         cam = None
         if need_cam:
             yy, xx = torch.meshgrid(
-                torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij"
+                torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32),
+                indexing="ij",
             )
             cam = torch.exp(-(((xx - W / 2 + dx) / W) ** 2 + ((yy - H / 2 + dy) / H) ** 2) * 4)
-        return ImageFeatures(layers=layers, image_size=(H, W), ratio=1.0, orig_size=(H, W), cam=cam)
+        return ImageFeatures(
+            layers=layers, image_size=(H, W), ratio=1.0, orig_size=(H, W), cam=cam
+        )
 
     def describe(self) -> dict[str, str]:
         return {"backbone": self.backbone, "weights": "synthetic", "weights_digest": "synthetic"}

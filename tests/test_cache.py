@@ -125,7 +125,8 @@ def test_key_changes_with_weights_preprocessing_compat_and_image(tmp_path: Path)
     assert make_key("resnet50", "a" * 64, PROFILE) == base
     others = [
         make_key("resnet50", "b" * 64, PROFILE),  # weights
-        make_key("resnet50", "a" * 64, dataclasses.replace(PROFILE, image_side=96)),  # preprocessing
+        # preprocessing
+        make_key("resnet50", "a" * 64, dataclasses.replace(PROFILE, image_side=96)),
         make_key("resnet50", "a" * 64, dataclasses.replace(PROFILE, upsample_small=False)),
         make_key("resnet50", "a" * 64, dataclasses.replace(PROFILE, name="paper")),  # compat mode
         make_key("resnet101", "a" * 64, PROFILE),
@@ -138,8 +139,12 @@ def test_key_changes_with_weights_preprocessing_compat_and_image(tmp_path: Path)
     keys = {
         s0.describe()["cache_key"],
         _source(cache, seed=1).describe()["cache_key"],
-        _source(cache, profile=dataclasses.replace(PROFILE, image_side=72)).describe()["cache_key"],
-        _source(cache, profile=dataclasses.replace(get_profile("hpf"), image_side=64)).describe()["cache_key"],
+        _source(
+            cache, profile=dataclasses.replace(PROFILE, image_side=72)
+        ).describe()["cache_key"],
+        _source(
+            cache, profile=dataclasses.replace(get_profile("hpf"), image_side=64)
+        ).describe()["cache_key"],
     }
     assert len(keys) == 4
 
@@ -172,7 +177,9 @@ def test_weights_digest_is_recorded_and_files_are_keyed_by_content(tmp_path: Pat
     assert changed.describe()["cache_key"] != first.describe()["cache_key"]
 
 
-def test_imagenet_weights_resolve_from_the_hub_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_imagenet_weights_resolve_from_the_hub_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     hub = tmp_path / "hub"
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
 
@@ -227,7 +234,9 @@ def test_cached_features_equal_freshly_computed_ones(tmp_path: Path) -> None:
             assert got.layers[l].dtype == fresh.layers[l].dtype
             assert torch.equal(got.layers[l], fresh.layers[l])
         assert torch.equal(got.cam, fresh.cam) and got.cam.dtype == torch.float32
-        assert (got.ratio, got.image_size, got.orig_size) == (fresh.ratio, fresh.image_size, fresh.orig_size)
+        assert (got.ratio, got.image_size, got.orig_size) == (
+            fresh.ratio, fresh.image_size, fresh.orig_size
+        )
         # Only the requested layers come back.
         part = cold.get(p, (3, 9), need_cam=False)
         assert sorted(part.layers) == [3, 9] and part.cam is None
@@ -249,7 +258,9 @@ def test_batched_extraction_matches_one_image_at_a_time() -> None:
 
 
 # ---------------------------------------------------------------------- corruption, kills
-def test_truncated_entry_is_detected_and_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_truncated_entry_is_detected_and_rebuilt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     [img] = _images(tmp_path / "img", 1)
     src = _source(tmp_path / "c")
     want = src.get(img, (0, 16), need_cam=True)
@@ -306,7 +317,8 @@ def test_killed_writer_leaves_no_readable_entry_and_a_rerun_completes(tmp_path: 
             _real(a, b)
         os.replace = _stall
     """)
-    proc = _run_py(WRITER.replace("    {patch}", textwrap.indent(patch, "    ")), str(cache_dir), *map(str, paths))
+    proc = _run_py(WRITER.replace("    {patch}", textwrap.indent(patch, "    ")),
+                   str(cache_dir), *map(str, paths))
     line = proc.stdout.readline()
     assert line.startswith("STALLED"), proc.stderr.read()
     tmp = Path(line.split()[1])
@@ -348,7 +360,8 @@ def test_writer_killed_at_a_random_moment_leaves_only_valid_entries(tmp_path: Pa
 def test_two_processes_caching_one_split_end_with_valid_entries(tmp_path: Path) -> None:
     paths = _images(tmp_path / "img", 5, seed=4)
     cache_dir = tmp_path / "c"
-    procs = [_run_py(WRITER.replace("{patch}", ""), str(cache_dir), *map(str, paths)) for _ in range(2)]
+    procs = [_run_py(WRITER.replace("{patch}", ""), str(cache_dir), *map(str, paths))
+             for _ in range(2)]
     for p in procs:
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0 and "DONE" in out, err
@@ -365,7 +378,8 @@ def test_evaluating_from_the_cache_gives_the_same_pck(tmp_path: Path) -> None:
     ds = _dataset(paths, 5)
     subsets = [(0, 4, 9), (2, 8, 13, 14), (1,), (3, 15, 16)]
     results = []
-    for match in (MatchConfig.from_variant("ot-rhm-stair"), MatchConfig.from_variant("cos-rhm", exp1=3.0)):
+    for match in (MatchConfig.from_variant("ot-rhm-stair"),
+                  MatchConfig.from_variant("cos-rhm", exp1=3.0)):
         mem = _source(None)
         assert isinstance(mem, MemorySource)
         a = Evaluator(ds, mem, match=match, profile=PROFILE, alphas=(0.1, 0.3)).score(subsets)
@@ -386,8 +400,8 @@ def test_memory_of_recent_images_is_bounded() -> None:
 
     memo = _Memo(max_bytes=3 * 400)
     for k in range(10):
-        memo.store(str(k), ImageFeatures(layers={0: torch.zeros(100)}, image_size=(1, 1), ratio=1.0,
-                                         orig_size=(1, 1)))
+        memo.store(str(k), ImageFeatures(layers={0: torch.zeros(100)}, image_size=(1, 1),
+                                         ratio=1.0, orig_size=(1, 1)))
         assert memo.nbytes <= 3 * 400
     assert memo.peek("9") is not None and memo.peek("0") is None
 
@@ -403,7 +417,8 @@ def _cli(args: list[str]) -> argparse.Namespace:
     return ns
 
 
-def test_cache_command_builds_then_info_verify_prune(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_cache_command_builds_then_info_verify_prune(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     from scotsearch.commands import cache as cache_cmd
     from scotsearch.commands import common
@@ -431,7 +446,9 @@ def test_cache_command_builds_then_info_verify_prune(tmp_path: Path, monkeypatch
     old = cache_dir / "features" / "0123456789abcdef"
     (old / "ab").mkdir(parents=True)
     fields = dict(src.key.fields, schema=0)
-    (old / "manifest.json").write_text(json.dumps({"key": "0123456789abcdef" + "0" * 48, "fields": fields}))
+    (old / "manifest.json").write_text(
+        json.dumps({"key": "0123456789abcdef" + "0" * 48, "fields": fields})
+    )
     (old / "ab" / ("ab" * 32 + ".safetensors")).write_bytes(b"x" * 100)
     assert cache_cmd.run(_cli(["--verify", "--cache-dir", str(cache_dir)])) == 1
     out = capsys.readouterr().out

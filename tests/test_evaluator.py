@@ -12,7 +12,9 @@ from scotsearch.testing import SyntheticSource
 from scotsearch.testing import synthetic_dataset
 
 
-def _evaluator(variant: str = "ot-rhm", device: str = "cpu", profile: str = "scot", **kw) -> Evaluator:
+def _evaluator(
+    variant: str = "ot-rhm", device: str = "cpu", profile: str = "scot", **kw
+) -> Evaluator:
     ds = synthetic_dataset(6, seed=1, image_hw=(64, 80))
     return Evaluator(
         ds, SyntheticSource(informative=(0, 2, 5), image_hw=(64, 80)),
@@ -64,7 +66,8 @@ def test_cpu_and_gpu_agree() -> None:
 def test_bad_arguments() -> None:
     ds = synthetic_dataset(2)
     with pytest.raises(ConfigError):
-        Evaluator(ds, SyntheticSource(), match=MatchConfig(), profile=get_profile(None), alphas=(0.0,))
+        Evaluator(ds, SyntheticSource(), match=MatchConfig(), profile=get_profile(None),
+                  alphas=(0.0,))
     ev = _evaluator()
     with pytest.raises(ConfigError):
         ev.score([(0, 99)])

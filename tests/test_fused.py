@@ -56,14 +56,17 @@ def _engines_agree(ds, source, subsets, match, profile, *, alphas=(0.05, 0.1, 0.
 
 
 @pytest.mark.parametrize("profile", ["scot", "hpf"])
-@pytest.mark.parametrize("settings", SETTINGS, ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()) or "default")
+@pytest.mark.parametrize(
+    "settings", SETTINGS, ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()) or "default"
+)
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_fused_equals_eager_on_synthetic_pairs(variant: str, settings: dict, profile: str) -> None:
     ds = synthetic_dataset(6, seed=1, image_hw=(64, 80))
     src = SyntheticSource(informative=(0, 2, 5), image_hw=(64, 80))
     # Beam-like candidates (shared parents) next to unrelated subsets and singletons; the
     # bases cover stride-4, stride-8 and stride-16 grids.
-    subsets = [(0,), (2,), (0, 2), (0, 2, 5), (0, 2, 7), (0, 2, 12), (1, 2, 3), (4, 9), (8,), (0, 7, 12)]
+    subsets = [(0,), (2,), (0, 2), (0, 2, 5), (0, 2, 7), (0, 2, 12), (1, 2, 3), (4, 9), (8,),
+               (0, 7, 12)]
     match = MatchConfig.from_variant(variant, exp1=3.0 if variant.startswith("cos") else 1.0,
                                      **settings)
     _engines_agree(ds, src, subsets, match, get_profile(profile))
@@ -71,7 +74,8 @@ def test_fused_equals_eager_on_synthetic_pairs(variant: str, settings: dict, pro
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "variant, settings", [("ot-rhm-stair", {}), ("ot-rhm", {"n_iter": 50, "exp2": 0.5}), ("cos-rhm", {})]
+    "variant, settings",
+    [("ot-rhm-stair", {}), ("ot-rhm", {"n_iter": 50, "exp2": 0.5}), ("cos-rhm", {})],
 )
 def test_fused_equals_eager_at_spair_size(variant: str, settings: dict) -> None:
     # 300 x 225 images: the 57 x 75 stride-4 grid of an SPair-71k pair at the references'
@@ -154,8 +158,8 @@ def test_plan_parents_shares_the_beam_entries() -> None:
     assert plan_parents([(3,)]) == [((), 3)]
 
 
-@pytest.mark.parametrize("native, base", [((15, 19), (57, 75)), ((1, 7), (4, 25)), ((5, 1), (17, 3)),
-                                          ((6, 6), (6, 6)), ((2, 2), (9, 5))])
+@pytest.mark.parametrize("native, base", [((15, 19), (57, 75)), ((1, 7), (4, 25)),
+                                          ((5, 1), (17, 3)), ((6, 6), (6, 6)), ((2, 2), (9, 5))])
 def test_source_taps_and_separable_norms_reproduce_the_eager_terms(native, base) -> None:
     g = torch.Generator().manual_seed(0)
     fs = torch.randn(16, *native, generator=g).half()
@@ -173,7 +177,9 @@ def test_source_taps_and_separable_norms_reproduce_the_eager_terms(native, base)
 
 
 def test_vector_exp_is_float32_accurate() -> None:
-    x = np.concatenate([np.linspace(-87, 87, 20001), np.linspace(-50, 1e-5, 20001)]).astype(np.float32)
+    x = np.concatenate(
+        [np.linspace(-87, 87, 20001), np.linspace(-50, 1e-5, 20001)]
+    ).astype(np.float32)
     row = x.copy()
     _exp_row(row, np.empty(len(x), np.int32))
     ref = np.exp(x.astype(np.float64))
@@ -191,4 +197,5 @@ def test_term_store_keeps_terms_up_to_its_budget() -> None:
         store.put(("pair", k), term)
     assert store.get(("pair", 0)) is term and store.get(("pair", 1)) is term
     assert store.get(("pair", 2)) is None and store.used == 2 * term.nbytes  # full is full
-    assert math.isclose(float(term.sq_src.sum()), float(upsampled_sq_norms(f, (6, 6)).sum()), rel_tol=1e-5)
+    assert math.isclose(float(term.sq_src.sum()), float(upsampled_sq_norms(f, (6, 6)).sum()),
+                        rel_tol=1e-5)

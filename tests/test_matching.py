@@ -12,7 +12,9 @@ from scotsearch.matching import subset_cosine
 from scotsearch.presets import get_profile
 
 
-def _reference_cosine(src: dict[int, torch.Tensor], trg: dict[int, torch.Tensor], ids: tuple[int, ...]) -> torch.Tensor:
+def _reference_cosine(
+    src: dict[int, torch.Tensor], trg: dict[int, torch.Tensor], ids: tuple[int, ...]
+) -> torch.Tensor:
     # HPF/SCOT: upsample every map to the first (lowest) layer's size, concatenate, cosine.
     def hyper(feats: dict[int, torch.Tensor]) -> torch.Tensor:
         base = feats[ids[0]].shape[-2:]

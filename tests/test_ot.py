@@ -9,7 +9,9 @@ import torch
 from scotsearch.ot import sinkhorn
 
 
-def _problem(n: int, m: int, seed: int = 0, batch: tuple[int, ...] = ()) -> tuple[torch.Tensor, ...]:
+def _problem(
+    n: int, m: int, seed: int = 0, batch: tuple[int, ...] = ()
+) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
     M = torch.rand(*batch, n, m, generator=g, dtype=torch.float64)
     mu = torch.rand(*batch, n, generator=g, dtype=torch.float64) + 0.1

@@ -64,4 +64,5 @@ def test_rhm_against_naive_double_loop() -> None:
                 smooth[y, x] = acc
         for i in range(n):
             for j in range(m):
-                assert math.isclose(got[s, i, j], V[s, i, j] * smooth[bins[i, j]], rel_tol=1e-9, abs_tol=1e-12)
+                assert math.isclose(got[s, i, j], V[s, i, j] * smooth[bins[i, j]],
+                                    rel_tol=1e-9, abs_tol=1e-12)

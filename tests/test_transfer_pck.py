@@ -83,6 +83,8 @@ def test_pck_hand_computed() -> None:
 
 def test_pck_batched_thresholds() -> None:
     gt = torch.zeros(2, 3, 2)
-    pred = torch.tensor([[[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]], [[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]]])
+    pred = torch.tensor(
+        [[[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]], [[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]]]
+    )
     thr = torch.tensor([20.0, 30.0])
     assert pck(pred, gt, thr, 0.1).tolist() == pytest.approx([2 / 3, 1.0])

@@ -21,12 +21,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--info", action="store_true",
                       help="list the cache's key folders (key fields, entries, size) and exit")
     what.add_argument("--verify", action="store_true",
-                      help="read every entry completely (lengths, checksums); exit 1 if any is bad")
+                      help="read every entry completely (lengths, checksums); "
+                           "exit 1 if any is bad")
     what.add_argument("--prune", action="store_true",
                       help="remove entries no current key uses, bad entries and dead temporaries")
     g.add_argument("--dry-run", action="store_true", help="with --prune: only list what would go")
     g.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
-                   help="threads for hashing, decoding, writing and checking (default: CPUs, max 8)")
+                   help="threads for hashing, decoding, writing and checking "
+                        "(default: CPUs, max 8)")
     g.add_argument("--batch-size", type=int, default=None,
                    help="images of equal network-input size per backbone batch "
                         "(default: 1 on the CPU, 8 on a GPU)")
@@ -51,7 +53,8 @@ def _print_info(cache_dir: Path) -> int:
     for k in data["keys"]:
         print(f"{k['folder']}  {k['backbone']}  weights {k['weights']} "
               f"(digest {str(k['weights_digest'])[:12]})  compat {k['compat']}  "
-              f"side {k['image_side']}  upsample_small {k['upsample_small']}  schema {k['schema']}")
+              f"side {k['image_side']}  upsample_small {k['upsample_small']}  "
+              f"schema {k['schema']}")
         print(f"    {k['entries']} entries, {_human(k['bytes'])}"
               + (f", {_human(k['bytes'] / k['entries'])} per image" if k["entries"] else "")
               + f", created {k['created']}")

@@ -36,7 +36,8 @@ def add_data_args(p: argparse.ArgumentParser, *, split: str | None) -> None:
     g.add_argument("--dataset", default="demo", choices=DATASETS,
                    help="benchmark (default: demo, the embedded one, written on first use)")
     g.add_argument("--datapath", type=Path, default=None,
-                   help="dataset root (e.g. .../SPair-71k, .../PF-PASCAL); demo: where to write it")
+                   help="dataset root (e.g. .../SPair-71k, .../PF-PASCAL); "
+                        "demo: where to write it")
     g.add_argument("--split", default=split,
                    help=f"split to use (default: {split or 'test, or the --config row'})")
     g.add_argument("--thres", default="auto", choices=("auto", "bbox", "img", "kps"),
@@ -53,7 +54,8 @@ def add_backbone_args(p: argparse.ArgumentParser) -> None:
                    help="IMAGENET1K_V1 (default, from the torch hub cache or a download), "
                         "'random' (seeded random init) or a checkpoint FILE")
     g.add_argument("--seed", type=int, default=0, help="seed for random weights and the demo data")
-    g.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    g.add_argument("--device", default="auto",
+                   help="auto (CUDA when available), cpu, cuda, cuda:N")
     g.add_argument("--compat", default=None, choices=tuple(PROFILES),
                    help="reproduce one reference's quirks exactly (see README, 'Compatibility')")
     g.add_argument("--image-side", type=int, default=None,
@@ -104,7 +106,9 @@ def parse_floats(text: str, what: str) -> tuple[float, ...]:
     try:
         vals = tuple(float(t) for t in str(text).replace(" ", "").split(",") if t != "")
     except ValueError:
-        raise ConfigError(f"cannot read {what} from {text!r}; write numbers separated by commas") from None
+        raise ConfigError(
+            f"cannot read {what} from {text!r}; write numbers separated by commas"
+        ) from None
     if not vals:
         raise ConfigError(f"no value given for {what}")
     return vals

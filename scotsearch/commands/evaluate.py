@@ -52,7 +52,9 @@ def _apply_config(args: argparse.Namespace) -> RunConfig:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     if not 0 <= args.row < len(table):
-        raise ConfigError(f"config file {path} has {len(table)} row(s); --row {args.row} is out of range")
+        raise ConfigError(
+            f"config file {path} has {len(table)} row(s); --row {args.row} is out of range"
+        )
     cfg = RunConfig.from_row(table.iloc[args.row].to_dict())
     args.dataset, args.backbone, args.compat = cfg.dataset, cfg.backbone, cfg.compat
     # The row's split and image side reproduce its stored PCK; --split / --image-side given

@@ -5,7 +5,8 @@ rows, and keeps everything that is not ``[n x m]`` (column sums, Hough histogram
 thread, reduced afterwards. The element-wise arithmetic follows the eager chain of
 :func:`scotsearch.matching.match_scores` operation by operation (same order of products,
 division by eps rather than multiplication by its inverse), so the two agree to float32
-rounding; only sums are accumulated in float64, which is more accurate than the eager path.
+rounding; only the column sums are accumulated in float64, which is more accurate than the
+eager path (the per-thread Hough histograms are float32, as the eager ``index_add_``).
 
 No ``fastmath``: the passes are bound by memory traffic, not by arithmetic (measured: the
 exp pass runs at the speed of one add pass either way), and exact IEEE semantics keep the
@@ -153,11 +154,13 @@ def _cosine_row(parent, has_parent, dt, rows, wts, identity, si, inv_t, i, row):
     wy0, wy1, wx0, wx1 = wts[i, 0], wts[i, 1], wts[i, 2], wts[i, 3]
     if has_parent:
         for j in range(m):
-            d = wx0 * (wy0 * dt[r0, j] + wy1 * dt[r1, j]) + wx1 * (wy0 * dt[r2, j] + wy1 * dt[r3, j])
+            d = (wx0 * (wy0 * dt[r0, j] + wy1 * dt[r1, j])
+                 + wx1 * (wy0 * dt[r2, j] + wy1 * dt[r3, j]))
             row[j] = ((parent[i, j] + d) * si) * inv_t[j]
     else:
         for j in range(m):
-            d = wx0 * (wy0 * dt[r0, j] + wy1 * dt[r1, j]) + wx1 * (wy0 * dt[r2, j] + wy1 * dt[r3, j])
+            d = (wx0 * (wy0 * dt[r0, j] + wy1 * dt[r1, j])
+                 + wx1 * (wy0 * dt[r2, j] + wy1 * dt[r3, j]))
             row[j] = (d * si) * inv_t[j]
 
 
