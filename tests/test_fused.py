@@ -190,12 +190,23 @@ def test_vector_exp_is_float32_accurate() -> None:
 def test_term_store_keeps_terms_up_to_its_budget() -> None:
     from scotsearch.fused._terms import layer_term
 
-    f = torch.randn(4, 3, 3)
-    term = layer_term(f, f, (6, 6), (6, 6), {})
+    f, big = torch.randn(4, 3, 3), torch.randn(4, 12, 12)
+    term = layer_term(big, big, (12, 12), (12, 12), {})  # base resolution
+    up = layer_term(f, f, (12, 12), (12, 12), {})  # upsampled on both sides
+    assert term.identity and not up.identity and up.nbytes < term.nbytes
     store = TermStore(budget=2 * term.nbytes)
     for k in range(3):
         store.put(("pair", k), term)
     assert store.get(("pair", 0)) is term and store.get(("pair", 1)) is term
     assert store.get(("pair", 2)) is None and store.used == 2 * term.nbytes  # full is full
-    assert math.isclose(float(term.sq_src.sum()), float(upsampled_sq_norms(f, (6, 6)).sum()),
+    store.put(("up", 0), up)
+    assert store.get(("up", 0)) is None  # full: an upsampled term is not admitted
+    # an expensive base-resolution term may push out cheap upsampled ones, never the reverse
+    mixed = TermStore(budget=term.nbytes + up.nbytes)
+    mixed.put(("up", 0), up)
+    mixed.put(("up", 1), up)
+    mixed.put(("base", 0), term)
+    assert mixed.get(("base", 0)) is term and mixed.used <= mixed.budget
+    assert [mixed.get(("up", k)) is None for k in range(2)].count(True) >= 1
+    assert math.isclose(float(up.sq_src.sum()), float(upsampled_sq_norms(f, (12, 12)).sum()),
                         rel_tol=1e-5)

@@ -35,6 +35,13 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
 
 
 @njit(cache=True, inline="always")
+def _block(t, n, nb):  # type: ignore[no-untyped-def]
+    # Rows [lo, hi) of thread block t of nb: contiguous, so each thread streams its rows.
+    per = (n + nb - 1) // nb
+    return t * per, min(n, (t + 1) * per)
+
+
+@njit(cache=True, inline="always")
 def _power(v: float, e: float) -> np.float32:
     # torch's pow with a scalar exponent special-cases these (sqrt, square, cube), and the
     # eager chain goes through it: the same special cases give the same rounding.
@@ -120,12 +127,11 @@ def gibbs(  # type: ignore[no-untyped-def]
     """
     n, m = out.shape
     nb = colpart.shape[0]
-    per = (n + nb - 1) // nb
     for t in prange(nb):
         col = colpart[t]
         col[:] = 0.0
         bits = np.empty(m, np.int32)
-        for i in range(t * per, min(n, (t + 1) * per)):
+        for i in range(*_block(t, n, nb)):
             row = out[i]
             _cosine_row(parent, has_parent, dt, rows, wts, identity, inv_s[i], inv_t, i, row)
             for j in range(m):
@@ -172,11 +178,10 @@ def cosine_votes(  # type: ignore[no-untyped-def]
     """HPF pass: votes ``max(cos, 0) ** exp1`` (masked), and their Hough histogram."""
     n, m = out.shape
     nb = histpart.shape[0]
-    per = (n + nb - 1) // nb
     for t in prange(nb):
         hist = histpart[t]
         hist[:] = 0.0
-        for i in range(t * per, min(n, (t + 1) * per)):
+        for i in range(*_block(t, n, nb)):
             row = out[i]
             _cosine_row(parent, has_parent, dt, rows, wts, identity, inv_s[i], inv_t, i, row)
             for j in range(m):
@@ -222,12 +227,11 @@ def plan_votes_hist(  # type: ignore[no-untyped-def]
     """
     n, m = K.shape
     nb = histpart.shape[0]
-    per = (n + nb - 1) // nb
     for t in prange(nb):
         hist = histpart[t]
         hist[:] = 0.0
         votes = np.empty(m, np.float32)
-        for i in range(t * per, min(n, (t + 1) * per)):
+        for i in range(*_block(t, n, nb)):
             ai = a[i]
             if ai == 0.0 or (masked and not src_valid[i]):
                 continue  # every vote of the row is 0

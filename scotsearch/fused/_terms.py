@@ -8,7 +8,6 @@ products on every pair once per chunk instead of once per search.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -77,23 +76,31 @@ def layer_term(
 
 
 def default_budget() -> int:
-    """Bytes the term store may hold: a third of the memory available now (Linux), else 2 GB."""
+    """Bytes the term store may hold: half the memory available now (Linux), else 2 GB.
+
+    Half, because a base-resolution term costs a full ``[n x m]`` matrix product to form
+    again (about 0.3 s per pair at the demo's side 300), and the demo search at side 300
+    needs about 16 GB to keep every term of its 24 pairs: with a third of a 24 GB machine,
+    half the pairs formed their terms again for every chunk of candidates.
+    """
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024 // 3
+                    return int(line.split()[1]) * 1024 // 2
     except OSError:
         pass
-    return 2 << 30 if os.name else 0
+    return 2 << 30
 
 
 class TermStore:
     """Layer terms kept across evaluator calls, up to a byte budget.
 
-    Full is full: once the budget is reached nothing more is added and nothing is evicted.
-    Pairs are visited in the same cyclic order on every call, where evicting the oldest
-    entry would evict every entry before its next use.
+    Full is full: pairs are visited in the same cyclic order on every call, where evicting
+    the oldest entry would evict every entry before its next use, so a full store keeps what
+    it has. One exception: a base-resolution term (a full matrix product to form again) may
+    evict upsampled ones (a small product and an upsampling, measured ~10 to 60 times
+    cheaper per pair), which are then formed again when needed.
     """
 
     def __init__(self, budget: int | None = None) -> None:
@@ -105,6 +112,12 @@ class TermStore:
         return self._terms.get(key)
 
     def put(self, key: Hashable, term: Term) -> None:
-        if key not in self._terms and self.used + term.nbytes <= self.budget:
+        if key in self._terms or term.nbytes > self.budget:
+            return
+        if term.identity:
+            cheap = [k for k, t in self._terms.items() if not t.identity]
+            while cheap and self.used + term.nbytes > self.budget:
+                self.used -= self._terms.pop(cheap.pop()).nbytes
+        if self.used + term.nbytes <= self.budget:
             self._terms[key] = term
             self.used += term.nbytes
