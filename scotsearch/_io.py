@@ -107,3 +107,40 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return True  # cannot tell
     return True
+
+
+def check_destination(path: Path, what: str = "--output") -> None:
+    """Refuse, before any work, an output file that could not be written at the end.
+
+    The file may not exist yet, nor its folders (:func:`atomic_write` creates them); the
+    nearest folder that does exist must be a writable folder, and a trial temporary file is
+    made and removed there to catch read-only file systems. Creates nothing that stays.
+
+    Args:
+        path: the file a command will write.
+        what: the option that named it, for the message.
+
+    Raises:
+        ScotsearchError: ``path`` is a folder, lies under a file, or its folder is not
+            writable.
+    """
+    from scotsearch.errors import ScotsearchError
+
+    if path.is_dir():
+        raise ScotsearchError(f"{what} {path} is a folder; give a file name")
+    folder = path.parent
+    while not folder.exists():
+        if folder == folder.parent:
+            break
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ScotsearchError(f"{what} {path} cannot be created: {folder} is a file")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=tmp_name(path), suffix=TMP_SUFFIX, dir=folder)
+    except OSError as exc:
+        raise ScotsearchError(
+            f"{what} {path} cannot be written: {exc.strerror or exc} ({folder})"
+        ) from None
+    os.close(fd)
+    os.unlink(tmp)
+

@@ -230,6 +230,14 @@ def _load_into(net: ResNet, state: Mapping[str, torch.Tensor], source: str) -> N
         )
     if problems:
         raise ScotsearchError(f"{source} does not fit {_arch_of(net)}: " + "; ".join(problems))
+    bad = [k for k in state if k in own and state[k].is_floating_point()
+           and not bool(torch.isfinite(state[k]).all())]
+    if bad:
+        # Checked here, not left to the features: NaN weights would be reported later as
+        # "CAM has non-finite values", which blames the image.
+        raise ScotsearchError(
+            f"{source} has non-finite values (NaN or inf) in {len(bad)} tensor(s), e.g. {bad[0]}"
+        )
     # `net` may be a meta-device skeleton: assign the loaded tensors (cast to the model's own
     # dtypes, so a half-precision file still gives a float32 network) instead of copying.
     full = {

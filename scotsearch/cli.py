@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
 from scotsearch._version import __version__
@@ -54,9 +55,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
     try:
         return int(args._run(args) or 0)
-    except ScotsearchError as exc:
-        print(f"scotsearch: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("scotsearch: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the one error boundary; bugs are re-raised
+        line = user_error(exc)
+        if line is None:
+            raise
+        if args.verbose:
+            traceback.print_exc()
+        print(f"scotsearch: error: {line}", file=sys.stderr)
+        return 2
+
+
+def user_error(exc: BaseException) -> str | None:
+    """The one line a user sees for ``exc``, or ``None`` for a bug (its traceback is shown).
+
+    Our own errors say what is wrong already; the system's and the libraries' are turned
+    into one line naming the file or resource: a full disk, a read-only folder, a database
+    server that is down, memory that ran out. ``-v`` adds the traceback, for bug reports.
+    """
+    if isinstance(exc, ScotsearchError):
+        # One line, whatever a message quoted (a library's multi-line error text).
+        return " ".join(str(exc).split())
+    if isinstance(exc, OSError):
+        what = exc.strerror or str(exc) or type(exc).__name__
+        names = [str(f) for f in (exc.filename, exc.filename2) if f is not None]
+        return f"{what}: {' -> '.join(names)}" if names else what
+    if isinstance(exc, MemoryError) or _is_torch_oom(exc):
+        return (
+            "out of memory: lower --image-side, --chunk or the number of candidates per pass "
+            f"({_first_line(exc) or 'MemoryError'})"
+        )
+    if type(exc).__module__.split(".")[0] in ("sqlalchemy", "sqlite3", "psycopg2", "psycopg"):
+        return f"study storage failed: {_first_line(getattr(exc, 'orig', None) or exc)}"
+    if type(exc).__name__ == "StorageInternalError":
+        return f"study storage failed: {_first_line(exc.__cause__ or exc)}"
+    if isinstance(exc, UnicodeError):
+        return f"a file or folder name is not valid text in this locale: {exc}"
+    return None
+
+
+def _is_torch_oom(exc: BaseException) -> bool:
+    # torch raises OutOfMemoryError on CUDA and a plain RuntimeError from its CPU allocator.
+    if type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""

@@ -29,6 +29,7 @@ from scotsearch.cache._format import EntryError
 from scotsearch.cache._format import canonical_json
 from scotsearch.cache._format import digests_path
 from scotsearch.cache._format import entry_files
+from scotsearch.cache._format import entry_metadata
 from scotsearch.cache._format import entry_sha
 from scotsearch.cache._format import in_its_shard
 from scotsearch.cache._format import key_folder_name
@@ -60,6 +61,19 @@ def _manifest(folder: Path) -> dict[str, Any] | None:
         return data if isinstance(data, dict) and isinstance(data.get("fields"), dict) else None
     except (OSError, ValueError):
         return None
+
+
+def _holds_current_entries(folder: Path) -> bool:
+    """Whether some entry of ``folder`` has the current schema and this folder's key."""
+    for path in entry_files(folder):
+        try:
+            meta = entry_metadata(path)
+        except (FileNotFoundError, EntryError):
+            continue
+        if (meta.get("schema") == str(FEATURE_SCHEMA_VERSION)
+                and key_folder_name(str(meta.get("key", ""))) == folder.name):
+            return True
+    return False
 
 
 def _size(paths: list[Path]) -> int:
@@ -292,6 +306,14 @@ def prune(features_dir: Path, *, dry_run: bool = False) -> PruneReport:
     for folder in key_folders(features_dir):
         m = _manifest(folder)
         if m is None and now - folder.stat().st_mtime < YOUNG_FOLDER_S:
+            continue
+        if m is None and _holds_current_entries(folder):
+            # A damaged manifest says nothing about the entries: ones of the current schema
+            # under their own key's folder may be in use right now. Kept; the next run that
+            # uses this key writes the manifest again.
+            logger.warning("cache folder %s: %s is unreadable but its entries are current; "
+                        "kept (the next run using this cache rewrites it)", folder, MANIFEST)
+            report.kept_keys += 1
             continue
         reason = _stale_reason(folder, m, digests, book)
         if reason is not None:

@@ -50,7 +50,7 @@ from scotsearch.preprocess import IMAGENET_STD
 
 #: Bump whenever extraction, preprocessing or the entry layout changes meaning: every old
 #: entry then becomes a miss (and ``cache --prune`` removes it).
-FEATURE_SCHEMA_VERSION = 1
+FEATURE_SCHEMA_VERSION = 2  # 2: entry metadata under its own CRC
 
 #: Which network node each layer id reads (reference-behaviour.md §1.2); part of the key.
 LAYER_SCHEME = (
@@ -315,9 +315,26 @@ def encode_entry(
         "checksums": canonical_json({name: _crc(t) for name, t in tensors.items()}),
         "source": source,
     }
+    meta[META_CRC] = str(_meta_crc(meta))
     out = ImageFeatures(layers=decoded, image_size=_hw(feats.image_size),
                         ratio=float(feats.ratio), orig_size=_hw(feats.orig_size), cam=cam)
     return st_save(tensors, metadata=meta), out
+
+
+#: Metadata field holding the CRC-32 of every other metadata field. The ratio, the sizes
+#: and the exponents change results as much as the tensors do: one digit of the ratio
+#: changed gave PCK 0 instead of 89.47, silently, before schema 2 covered them.
+META_CRC = "meta_crc32"
+
+
+def _meta_crc(meta: dict[str, str]) -> int:
+    rest = {k: v for k, v in meta.items() if k != META_CRC}
+    return zlib.crc32(canonical_json(rest).encode())
+
+
+def _check_meta(path: Path, meta: dict[str, str]) -> None:
+    if meta.get(META_CRC) != str(_meta_crc(meta)):
+        raise EntryError(path, "metadata checksum mismatch (sizes, ratio or exponents damaged)")
 
 
 def _pair(text: str) -> tuple[int, int]:
@@ -368,6 +385,7 @@ def read_entry(
                 raise EntryError(path, "written for another cache key")
             if image_sha is not None and meta.get("image_sha256") != image_sha:
                 raise EntryError(path, "written for another image")
+            _check_meta(path, meta)  # always: a header's CRC costs nothing
             n = int(meta["n_layers"])
             exponents = json.loads(meta["exponents"])
             sums = json.loads(meta["checksums"]) if check else {}
@@ -431,3 +449,4 @@ def quick_check(path: Path, key: str, image_sha: str | None = None) -> None:
         raise EntryError(path, "written for another cache key")
     if image_sha is not None and meta.get("image_sha256") != image_sha:
         raise EntryError(path, "written for another image")
+    _check_meta(path, meta)

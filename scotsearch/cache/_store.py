@@ -9,6 +9,7 @@ for. Building entries is :mod:`._build`'s business, choosing between cache and n
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -27,6 +28,9 @@ from scotsearch.cache._format import quick_check
 from scotsearch.cache._format import read_entry
 from scotsearch.errors import ScotsearchError
 from scotsearch.features import ImageFeatures
+
+
+log = logging.getLogger(__name__)
 
 
 class FeatureCache:
@@ -68,7 +72,10 @@ class FeatureCache:
             manifest = json.loads(path.read_text())
         except (OSError, ValueError):
             manifest = None
-        if not isinstance(manifest, dict) or manifest.get("key") != self.key.digest:
+        rebuilt = not isinstance(manifest, dict) or manifest.get("key") != self.key.digest
+        if rebuilt:
+            if path.is_file():
+                log.warning("cache manifest %s was unreadable or foreign; written again", path)
             manifest = {
                 "key": self.key.digest,
                 "fields": self.key.fields,
@@ -82,7 +89,7 @@ class FeatureCache:
         new_spelling = bool(self.weights) and self.weights not in manifest["weights_seen"]
         if new_spelling:
             manifest["weights_seen"].append(self.weights)
-        if new_spelling or not path.is_file():
+        if new_spelling or rebuilt:
             atomic_write(path, json.dumps(manifest, indent=1, sort_keys=True))
         self._manifest_ok = True
 

@@ -15,6 +15,7 @@ from scotsearch.config import MatchConfig
 from scotsearch.config import Profile
 from scotsearch.data.pairs import Dataset
 from scotsearch.errors import ConfigError
+from scotsearch.memory import check_fits
 from scotsearch.presets import PROFILES
 from scotsearch.presets import default_variant
 from scotsearch.presets import resolve_match
@@ -123,22 +124,31 @@ def alphas_from_args(args: argparse.Namespace) -> tuple[float, ...]:
 
 
 def profile_from_args(args: argparse.Namespace) -> Profile:
-    """The ``--compat`` profile (:func:`scotsearch.presets.resolve_profile`)."""
+    """The ``--compat`` profile (:func:`scotsearch.presets.resolve_profile`), checked to fit."""
     side = getattr(args, "image_side", None)
     if side is not None and side < 32:
         raise ConfigError(f"--image-side must be at least 32 pixels, got {side}")
-    return resolve_profile(args.compat, image_side=side)
+    profile = resolve_profile(args.compat, image_side=side)
+    ncells = getattr(args, "ncells", None)
+    if ncells is not None and ncells < 1:
+        raise ConfigError(f"--ncells must be positive, got {ncells}")
+    # Before any work (the demo data, the weights, the cache): an image side and Hough size
+    # whose smallest working set cannot fit in the device's free memory are refused here.
+    check_fits(profile.image_side, ncells or 8192, resolve_device(getattr(args, "device", "auto")))
+    return profile
 
 
 def match_from_args(args: argparse.Namespace, dataset: Dataset) -> MatchConfig:
-    """Resolve matching flags against the presets (:func:`scotsearch.presets.resolve_match`)."""
-    return resolve_match(
+    """Resolve matching flags against the presets (:func:`scotsearch.presets.resolve_match`).
+    """
+    match = resolve_match(
         args.compat, dataset.name, args._command,
         variant=args.variant, sim=args.sim, cam=args.cam, eps=args.eps, n_iter=args.n_iter,
         exp1=args.exp1, exp2=args.exp2, ncells=args.ncells,
         beta=None if args.beta is None else parse_floats(args.beta, "--beta"),
         gamma=None if args.gamma is None else parse_floats(args.gamma, "--gamma"),
     )
+    return match
 
 
 def resolve_device(name: str) -> torch.device:
@@ -167,8 +177,14 @@ def resolve_precision(name: str, device: torch.device) -> str:
 
 def open_dataset(args: argparse.Namespace) -> Dataset:
     """Load the split named by the flags (writing the demo data on first use)."""
+    from scotsearch.data import DATASETS
     from scotsearch.data import load_dataset
 
+    profile_from_args(args)  # sizes that cannot fit are refused before the demo is written
+    if args.dataset not in DATASETS:
+        # argparse checks the flag; a --config row's dataset arrives here unchecked.
+        raise ConfigError(
+            f"unknown dataset {args.dataset!r}; choose one of {', '.join(sorted(DATASETS))}")
     root = args.datapath
     if args.dataset == "demo" and root is None:
         root = Path(args.cache_dir) / "demo-data"

@@ -13,6 +13,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from scotsearch._io import atomic_write
+from scotsearch._io import check_destination
 from scotsearch._version import __version__
 from scotsearch.commands import common
 from scotsearch.config import RunConfig
@@ -80,6 +81,9 @@ def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.output is not None:
+        # Now, not after the evaluation: a result that cannot be written is a result lost.
+        check_destination(args.output)
     cfg = _apply_config(args) if args.config is not None else None
     if args.split is None:
         args.split = "test"

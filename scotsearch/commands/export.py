@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from scotsearch._io import check_destination
 from scotsearch.errors import ScotsearchError
 from scotsearch.export import export_rows
 from scotsearch.export import select_rows
@@ -31,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.output is not None and str(args.output) != "-":
+        check_destination(args.output, "--output/-o")
     study = open_study(args.study, args.storage, create=False)
     rows = export_rows(study)
     if not rows:

@@ -102,6 +102,20 @@ def check_pair(pair: Pair) -> Pair:
         b = getattr(pair, name)
         if b is not None and (b.shape != (4,) or not np.isfinite(b).all()):
             raise DataError(f"pair {pair.pair_id}: {name} must be 4 finite numbers x1,y1,x2,y2")
+        if b is not None and not (b[2] > b[0] and b[3] > b[1]):
+            # A zero-area or inverted box makes the PCK threshold 0 (or negative): every
+            # keypoint of the pair would count as wrong, silently.
+            raise DataError(
+                f"pair {pair.pair_id}: {name} ({', '.join(f'{v:g}' for v in b)}) has zero or "
+                f"negative area (x2 must exceed x1 and y2 exceed y1)"
+            )
+    if pair.thres_kind == "kps" and pair.n_kps:
+        k = pair.trg_kps
+        if not max(np.ptp(k[:, 0]), np.ptp(k[:, 1])) > 0:
+            raise DataError(
+                f"pair {pair.pair_id}: the target keypoints' extent is zero (all at one point), "
+                f"so the 'kps' PCK threshold would be 0"
+            )
     if pair.thres_kind not in THRESHOLD_KINDS:
         raise DataError(f"pair {pair.pair_id}: unknown threshold basis {pair.thres_kind!r}")
     return pair

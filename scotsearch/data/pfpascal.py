@@ -206,8 +206,9 @@ def _visible_pair(
     src_bbox: np.ndarray | None = None, trg_bbox: np.ndarray | None = None,
 ) -> Pair:
     # NaN marks a part invisible in that image; keep the parts visible in both, in order.
-    # PF-PASCAL's PCK threshold is the image size (both references).
-    keep = np.isfinite(src_kps).all(1) & np.isfinite(trg_kps).all(1)
+    # Only NaN: an infinite coordinate is a damaged file, not an invisible part, and is left
+    # for check_pair to refuse. PF-PASCAL's PCK threshold is the image size (both references).
+    keep = ~np.isnan(src_kps).any(1) & ~np.isnan(trg_kps).any(1)
     return Pair(
         pair_id=pair_id, category=category, src_path=src_path, trg_path=trg_path,
         src_kps=src_kps[keep], trg_kps=trg_kps[keep], src_bbox=src_bbox, trg_bbox=trg_bbox,

@@ -84,7 +84,9 @@ def _split_name(split: str) -> str:
 def _layout_lines(layout: Path) -> list[tuple[int, str]]:
     """Non-blank lines with 1-based line numbers (the official files end with a blank line)."""
     try:
-        text = layout.read_text(encoding="utf-8")
+        # utf-8-sig: a byte-order mark (as editors on Windows write) would otherwise become
+        # part of the first pair's name, and that annotation would be "not found".
+        text = layout.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read SPair-71k split file {layout}: {e}") from e
     return [(i, s.strip()) for i, s in enumerate(text.splitlines(), 1) if s.strip()]
@@ -106,7 +108,7 @@ def _load_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"SPair-71k pair annotation not found: {path}")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             ann = json.load(f)
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read {path}: {e}") from e

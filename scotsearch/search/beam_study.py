@@ -28,6 +28,7 @@ from scotsearch.search.beam import Candidate
 from scotsearch.search.beam import DepthResult
 from scotsearch.search.beam import Subset
 from scotsearch.search.beam import beam_search
+from scotsearch.study import BeamLease
 from scotsearch.study import add_layer_trial
 from scotsearch.study import check_identity
 from scotsearch.study import completed_trials
@@ -251,6 +252,8 @@ def run_beam(
         )
         bar.scored(1)
 
+    lease = BeamLease(st, study)
+    lease.acquire()  # one beam process per study: a second would repeat every candidate
     try:
         result = beam_search(
             scorer,
@@ -267,6 +270,7 @@ def run_beam(
         )
     finally:
         bar.close()
+        lease.release()
 
     result = _to_ids(result, ids)
     stud.set_user_attr(

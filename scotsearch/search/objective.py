@@ -37,6 +37,7 @@ from scotsearch.metrics import mean_pck
 from scotsearch.metrics import pooled_pck
 from scotsearch.search.space import TuneSpace
 from scotsearch.study import Heartbeat
+from scotsearch.study import mark_worker
 from scotsearch.study import plain
 from scotsearch.study import sweep_stale_trials
 
@@ -125,6 +126,7 @@ class TuneObjective:
 
     def _run_live(self, trial: optuna.trial.Trial) -> float:
         # A trial of a study: sweep crashed trials, check the budget, beat while scoring.
+        mark_worker(trial.storage, trial._trial_id)
         if self.stale_after is not None:
             sweep_stale_trials(trial.study, stale_after=self.stale_after)
         if self.n_total is not None and _surplus(trial.study, trial.number, self.n_total):

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import optuna
+import torch
 from optuna.exceptions import ExperimentalWarning
 from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler
@@ -314,7 +315,11 @@ def run_tune(
             if done < n_trials:
                 # n_trials caps this worker at what was missing when it started; the callback
                 # and the surplus guard stop it earlier when other workers fill the study.
-                study.optimize(objective, n_trials=n_trials - done, callbacks=callbacks)
+                # A trial that runs out of memory (a large image side drawn with a large
+                # chunk) is marked FAIL with its error and the study goes on, instead of
+                # ending the whole run.
+                study.optimize(objective, n_trials=n_trials - done, callbacks=callbacks,
+                               catch=(MemoryError, torch.OutOfMemoryError))
         finally:
             bar.close()
 

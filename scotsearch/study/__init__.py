@@ -19,7 +19,10 @@ place for all of it, so scotsearch adds no tables of its own to the database:
 from __future__ import annotations
 
 from scotsearch.study._heartbeat import HEARTBEAT_ATTR
+from scotsearch.study._heartbeat import WORKER_ATTR
 from scotsearch.study._heartbeat import Heartbeat
+from scotsearch.study._heartbeat import fail_dead_workers_trials
+from scotsearch.study._heartbeat import mark_worker
 from scotsearch.study._heartbeat import needs_own_heartbeat
 from scotsearch.study._heartbeat import recover_crashed_trials
 from scotsearch.study._heartbeat import sweep_stale_trials
@@ -28,6 +31,8 @@ from scotsearch.study._identity import environment
 from scotsearch.study._identity import evaluator_identity
 from scotsearch.study._identity import pairs_digest
 from scotsearch.study._identity import plain
+from scotsearch.study._lease import LEASE_ATTR
+from scotsearch.study._lease import BeamLease
 from scotsearch.study._storage import DEFAULT_STORAGE
 from scotsearch.study._storage import STORAGE_ENV
 from scotsearch.study._storage import describe_storage
@@ -51,6 +56,9 @@ from scotsearch.study._trials import rank_key
 
 __all__ = [
     "DEFAULT_STORAGE",
+    "LEASE_ATTR",
+    "WORKER_ATTR",
+    "BeamLease",
     "HEARTBEAT_ATTR",
     "STORAGE_ENV",
     "Heartbeat",
@@ -62,11 +70,13 @@ __all__ = [
     "describe_storage",
     "environment",
     "evaluator_identity",
+    "fail_dead_workers_trials",
     "join_study",
     "layer_distributions",
     "layer_param",
     "layer_params",
     "list_studies",
+    "mark_worker",
     "needs_own_heartbeat",
     "open_shared_storage",
     "open_storage",

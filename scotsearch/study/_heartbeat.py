@@ -12,6 +12,8 @@ Optuna callback; :func:`sweep_stale_trials`).
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 
@@ -23,11 +25,15 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
+from scotsearch._io import pid_alive
+
 
 log = logging.getLogger(__name__)
 
 #: System attribute a running trial refreshes on storages without Optuna's heartbeat.
 HEARTBEAT_ATTR = "scotsearch:heartbeat"
+#: System attribute naming the process (host, pid) that runs a trial.
+WORKER_ATTR = "scotsearch:worker"
 
 
 def _has_optuna_heartbeat(storage: BaseStorage) -> bool:
@@ -112,24 +118,54 @@ def sweep_stale_trials(
     """
     now = time.time()
     failed = []
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if now - _last_sign_of_life(t) < stale_after:
             continue
-        try:
-            study.tell(trial=t.number, state=TrialState.FAIL)
-        except (UpdateFinishedTrialError, RuntimeError):
-            # Another worker swept it first, or its owner finished it meanwhile: only the
-            # worker whose FAIL landed re-queues it.
-            continue
-        log.warning(
-            "trial %d was running for %.0f s without a sign of life: marked failed, its "
-            "settings are queued again", t.number, now - _last_sign_of_life(t),
-        )
-        # The retry copies params, distributions and attrs; the state of `t` is not read.
-        retry(study, t)
-        failed.append(t.number)
+        why = f"was running for {now - _last_sign_of_life(t):.0f} s without a sign of life"
+        if _fail_and_requeue(study, t, why, max_retry=max_retry):
+            failed.append(t.number)
     return failed
+
+
+def mark_worker(storage: BaseStorage, trial_id: int) -> None:
+    """Record this process (host and pid) as the worker of a trial it is about to run."""
+    storage.set_trial_system_attr(
+        trial_id, WORKER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
+
+
+def fail_dead_workers_trials(study: optuna.Study, *, max_retry: int = 3) -> list[int]:
+    """Fail and re-queue RUNNING trials whose worker, on this host, is gone.
+
+    The heartbeat needs ``stale_after`` seconds to tell; a worker on this host can be asked
+    directly. Without this, a run restarted right after a killed one counted the killed
+    trial as another worker's running trial and ended one trial short of ``--trials``.
+    """
+    host = socket.gethostname()
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        w = t.system_attrs.get(WORKER_ATTR)
+        if not isinstance(w, dict) or w.get("host") != host:
+            continue
+        pid = int(w.get("pid", 0))
+        if pid == os.getpid() or pid_alive(pid):
+            continue
+        if _fail_and_requeue(study, t, f"belonged to process {pid}, which is gone",
+                             max_retry=max_retry):
+            failed.append(t.number)
+    return failed
+
+
+def _fail_and_requeue(study: optuna.Study, t: FrozenTrial, why: str, *, max_retry: int) -> bool:
+    try:
+        study.tell(trial=t.number, state=TrialState.FAIL)
+    except (UpdateFinishedTrialError, RuntimeError):
+        # Another worker swept it first, or its owner finished it meanwhile: only the
+        # worker whose FAIL landed re-queues it.
+        return False
+    log.warning("trial %d %s: marked failed, its settings are queued again", t.number, why)
+    # The retry copies params, distributions and attrs; the state of `t` is not read.
+    RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, t)
+    return True
 
 
 def recover_crashed_trials(
@@ -147,11 +183,13 @@ def recover_crashed_trials(
         stale_after: see :func:`sweep_stale_trials`.
 
     Returns:
-        Numbers of the trials failed (only known for the sweep; empty for Optuna's path).
+        Numbers of the trials failed of dead workers on this host and by the sweep (those
+        Optuna's own path fails are not listed).
     """
     if isinstance(storage, InMemoryStorage):
         return []
+    dead = fail_dead_workers_trials(study)
     if _has_optuna_heartbeat(storage):
         optuna.storages.fail_stale_trials(study)
-        return []
-    return sweep_stale_trials(study, stale_after=stale_after)
+        return dead
+    return dead + sweep_stale_trials(study, stale_after=stale_after)

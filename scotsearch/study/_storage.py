@@ -9,11 +9,14 @@ on a new file or study race to create it, which :func:`open_shared_storage` and
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import sqlite3
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +80,31 @@ def resolve_storage(url: str | None) -> str:
     if not url:
         url = next((os.environ[k] for k in STORAGE_ENV if os.environ.get(k)), DEFAULT_STORAGE)
     url = url.strip()
+    _check_url_form(url)
     if "://" not in url and not url.startswith(_JOURNAL_PREFIX) and url.endswith(_SQLITE_SUFFIXES):
         url = f"sqlite:///{url}"
     return url
+
+
+#: ``scheme:`` or ``dialect+driver:`` at the start of a URL (one letter is a drive, not one).
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
+
+
+def _check_url_form(url: str) -> None:
+    """Refuse a URL whose scheme is not followed by ``//`` (``sqlite:/x.db``).
+
+    SQLAlchemy would not see a URL there, the path check would, and the study would be
+    written to a relative file literally named ``sqlite:/x.db``.
+    """
+    m = _SCHEME.match(url)
+    if url.startswith(_JOURNAL_PREFIX) or m is None or url[m.end():].startswith("//"):
+        return
+    scheme = m.group(1)
+    if scheme.split("+")[0].lower() == "sqlite":
+        hint = "sqlite:///relative/path.db or sqlite:////absolute/path.db"
+    else:
+        hint = f"{scheme}://user:password@host:port/database"
+    raise ConfigError(f"malformed storage URL {url!r}: expected {hint} (or journal:PATH)")
 
 
 def _journal_path(url: str) -> Path | None:
@@ -192,8 +217,11 @@ def open_shared_storage(url: str | None, *, attempts: int = 5) -> BaseStorage:
         try:
             return _open(url, heartbeat=True, must_exist=False, own_heartbeat=True)
         except ScotsearchError as exc:
-            text = str(exc)
-            racing = "already exists" in text or "UNIQUE constraint" in text
+            text = str(exc).lower()
+            # SQLite: "table studies already exists", "UNIQUE constraint failed"; PostgreSQL:
+            # "duplicate key value violates unique constraint" (the message is one line).
+            racing = any(s in text for s in ("already exists", "unique constraint",
+                                              "duplicate key"))
             if not racing or attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))
@@ -212,8 +240,65 @@ def _open(
     if journal is not None:
         if heartbeat and not own_heartbeat:
             log.warning("journal storages have no trial heartbeat; crashed trials stay RUNNING")
-        return JournalStorage(JournalFileBackend(str(journal)))
+        try:
+            return JournalStorage(JournalFileBackend(str(journal)))
+        except ValueError as exc:  # json.JSONDecodeError: a damaged line of the log
+            raise ScotsearchError(
+                f"the study journal {journal} is damaged ({_first_line(exc)}); restore it from "
+                f"a copy or move it away to start afresh"
+            ) from None
     sqlite_file = _sqlite_path(url)
+    if sqlite_file is None:
+        return _open_rdb(url, heartbeat=heartbeat, sqlite_file=None)
+    with _folder_lock(sqlite_file.parent):
+        # Under the lock, the first worker to arrive creates the file and Optuna's tables
+        # while the others wait, and then find the finished schema (measured without it: 3
+        # of 5 simultaneous starts failed on "table studies already exists").
+        created = not sqlite_file.exists()
+        try:
+            return _open_rdb(url, heartbeat=heartbeat, sqlite_file=sqlite_file)
+        except BaseException:
+            if created:
+                # A new database that could not be set up (full disk, read-only folder) is
+                # removed with its side files, not left half-made for the next run to trip
+                # over. Safe: nobody else can have created it while we hold the lock.
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    Path(f"{sqlite_file}{suffix}").unlink(missing_ok=True)
+            raise
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``folder`` itself (no lock file is left behind)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, Optuna's own retry remains
+        yield
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        yield  # the folder cannot be opened; the storage's own error will say why
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _cause(exc: BaseException) -> str:
+    # SQLAlchemy wraps the driver's error and appends the SQL and a help link on more
+    # lines: the driver's first line says what went wrong.
+    return _first_line(getattr(exc, "orig", None) or exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _open_rdb(url: str, *, heartbeat: bool, sqlite_file: Path | None) -> BaseStorage:
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
@@ -232,7 +317,9 @@ def _open(
             finally:
                 con.close()
         except sqlite3.Error as exc:
-            raise ScotsearchError(f"cannot open study storage {url}: {exc}") from None
+            raise ScotsearchError(
+                f"cannot open study storage {url}: {_cause(exc)}"
+            ) from None
     try:
         with warnings.catch_warnings():
             # The heartbeat is experimental in Optuna; the user asked for it, say nothing.
@@ -247,7 +334,9 @@ def _open(
         raise
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy's URL/driver errors vary by backend
         if type(exc).__module__.startswith("sqlalchemy") or isinstance(exc, ImportError):
-            raise ScotsearchError(f"cannot open study storage {url}: {exc}") from None
+            raise ScotsearchError(
+                f"cannot open study storage {url}: {_cause(exc)}"
+            ) from None
         raise
     if url.startswith("sqlite"):
         from sqlalchemy import event
