@@ -427,3 +427,11 @@ def test_unknown_dataset_of_a_config_row_is_named() -> None:
                               max_pairs=None, compat="scot")
     with pytest.raises(ConfigError, match="unknown dataset 'nope'"):
         common.open_dataset(args)
+
+
+def test_database_server_down_is_one_line(tmp_path: Path) -> None:
+    # Before: three lines of SQLAlchemy text. Port 9 (discard) has no PostgreSQL server.
+    pytest.importorskip("psycopg2")
+    line = refused(tmp_path, "studies", "--storage",
+                   "postgresql+psycopg2://scot@127.0.0.1:9/optuna", says="cannot open study")
+    assert "127.0.0.1" in line
