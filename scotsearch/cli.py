@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from scotsearch._version import __version__
 from scotsearch.errors import ScotsearchError
+from scotsearch.errors import first_line
 
 
 #: command name -> module under scotsearch.commands exposing HELP, add_arguments(parser)
@@ -85,12 +86,12 @@ def user_error(exc: BaseException) -> str | None:
     if isinstance(exc, MemoryError) or _is_torch_oom(exc):
         return (
             "out of memory: lower --image-side, --chunk or the number of candidates per pass "
-            f"({_first_line(exc) or 'MemoryError'})"
+            f"({first_line(exc)})"
         )
     if type(exc).__module__.split(".")[0] in ("sqlalchemy", "sqlite3", "psycopg2", "psycopg"):
-        return f"study storage failed: {_first_line(getattr(exc, 'orig', None) or exc)}"
+        return f"study storage failed: {first_line(exc)}"
     if type(exc).__name__ == "StorageInternalError":
-        return f"study storage failed: {_first_line(exc.__cause__ or exc)}"
+        return f"study storage failed: {first_line(exc.__cause__ or exc)}"
     if isinstance(exc, UnicodeError):
         return f"a file or folder name is not valid text in this locale: {exc}"
     return None
@@ -102,7 +103,3 @@ def _is_torch_oom(exc: BaseException) -> bool:
         return True
     return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""

@@ -17,3 +17,14 @@ class DataError(ScotsearchError):
 
 class ConfigError(ScotsearchError):
     """A parameter or configuration value is impossible."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's text (a driver's own message, without the SQL and help
+    links SQLAlchemy appends on further lines); the type's name for an empty one.
+
+    A wrapped driver error (SQLAlchemy's ``.orig``) speaks for itself.
+    """
+    exc = getattr(exc, "orig", None) or exc
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

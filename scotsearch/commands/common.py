@@ -124,31 +124,22 @@ def alphas_from_args(args: argparse.Namespace) -> tuple[float, ...]:
 
 
 def profile_from_args(args: argparse.Namespace) -> Profile:
-    """The ``--compat`` profile (:func:`scotsearch.presets.resolve_profile`), checked to fit."""
+    """The ``--compat`` profile (:func:`scotsearch.presets.resolve_profile`)."""
     side = getattr(args, "image_side", None)
     if side is not None and side < 32:
         raise ConfigError(f"--image-side must be at least 32 pixels, got {side}")
-    profile = resolve_profile(args.compat, image_side=side)
-    ncells = getattr(args, "ncells", None)
-    if ncells is not None and ncells < 1:
-        raise ConfigError(f"--ncells must be positive, got {ncells}")
-    # Before any work (the demo data, the weights, the cache): an image side and Hough size
-    # whose smallest working set cannot fit in the device's free memory are refused here.
-    check_fits(profile.image_side, ncells or 8192, resolve_device(getattr(args, "device", "auto")))
-    return profile
+    return resolve_profile(args.compat, image_side=side)
 
 
 def match_from_args(args: argparse.Namespace, dataset: Dataset) -> MatchConfig:
-    """Resolve matching flags against the presets (:func:`scotsearch.presets.resolve_match`).
-    """
-    match = resolve_match(
+    """Resolve matching flags against the presets (:func:`scotsearch.presets.resolve_match`)."""
+    return resolve_match(
         args.compat, dataset.name, args._command,
         variant=args.variant, sim=args.sim, cam=args.cam, eps=args.eps, n_iter=args.n_iter,
         exp1=args.exp1, exp2=args.exp2, ncells=args.ncells,
         beta=None if args.beta is None else parse_floats(args.beta, "--beta"),
         gamma=None if args.gamma is None else parse_floats(args.gamma, "--gamma"),
     )
-    return match
 
 
 def resolve_device(name: str) -> torch.device:
@@ -175,12 +166,23 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return "float32" if name == "auto" else name
 
 
+def _check_sizes(args: argparse.Namespace) -> None:
+    # Every command opens its dataset first, before the demo data, the weights or the cache
+    # are touched: the one place to refuse an image side and Hough size whose smallest
+    # working set cannot fit in the device's free memory.
+    ncells = getattr(args, "ncells", None)
+    if ncells is not None and ncells < 1:
+        raise ConfigError(f"--ncells must be positive, got {ncells}")
+    side = profile_from_args(args).image_side
+    check_fits(side, ncells or 8192, resolve_device(getattr(args, "device", "auto")))
+
+
 def open_dataset(args: argparse.Namespace) -> Dataset:
     """Load the split named by the flags (writing the demo data on first use)."""
     from scotsearch.data import DATASETS
     from scotsearch.data import load_dataset
 
-    profile_from_args(args)  # sizes that cannot fit are refused before the demo is written
+    _check_sizes(args)
     if args.dataset not in DATASETS:
         # argparse checks the flag; a --config row's dataset arrives here unchecked.
         raise ConfigError(

@@ -33,6 +33,7 @@ from optuna.storages.journal import JournalFileBackend
 
 from scotsearch.errors import ConfigError
 from scotsearch.errors import ScotsearchError
+from scotsearch.errors import first_line
 from scotsearch.study._trials import best_trial
 
 
@@ -244,7 +245,7 @@ def _open(
             return JournalStorage(JournalFileBackend(str(journal)))
         except ValueError as exc:  # json.JSONDecodeError: a damaged line of the log
             raise ScotsearchError(
-                f"the study journal {journal} is damaged ({_first_line(exc)}); restore it from "
+                f"the study journal {journal} is damaged ({first_line(exc)}); restore it from "
                 f"a copy or move it away to start afresh"
             ) from None
     sqlite_file = _sqlite_path(url)
@@ -287,17 +288,6 @@ def _folder_lock(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _cause(exc: BaseException) -> str:
-    # SQLAlchemy wraps the driver's error and appends the SQL and a help link on more
-    # lines: the driver's first line says what went wrong.
-    return _first_line(getattr(exc, "orig", None) or exc)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _open_rdb(url: str, *, heartbeat: bool, sqlite_file: Path | None) -> BaseStorage:
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
@@ -318,7 +308,7 @@ def _open_rdb(url: str, *, heartbeat: bool, sqlite_file: Path | None) -> BaseSto
                 con.close()
         except sqlite3.Error as exc:
             raise ScotsearchError(
-                f"cannot open study storage {url}: {_cause(exc)}"
+                f"cannot open study storage {url}: {first_line(exc)}"
             ) from None
     try:
         with warnings.catch_warnings():
@@ -335,7 +325,7 @@ def _open_rdb(url: str, *, heartbeat: bool, sqlite_file: Path | None) -> BaseSto
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy's URL/driver errors vary by backend
         if type(exc).__module__.startswith("sqlalchemy") or isinstance(exc, ImportError):
             raise ScotsearchError(
-                f"cannot open study storage {url}: {_cause(exc)}"
+                f"cannot open study storage {url}: {first_line(exc)}"
             ) from None
         raise
     if url.startswith("sqlite"):
