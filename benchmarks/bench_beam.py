@@ -176,7 +176,7 @@ def run_engine(args: argparse.Namespace, engine: str, source: BankSource, datase
         device=device, budget=None, engine=engine,
     )
     if engine == "fused":
-        print(f"[{engine}] kernels compiled or loaded in {warm_up():.1f} s (not timed)")
+        print(f"[{engine}] kernels compiled or loaded in {warm_up(device):.1f} s (not timed)")
     ev.score([(0,)], pair_index=[0])  # warm-up: allocator, kernels
     ev.calls.clear()
     ev.depth_of_call.clear()

@@ -159,6 +159,9 @@ class Evaluator:
         self.alphas = tuple(float(a) for a in alphas)
         self.thres = dataset.default_thres if thres == "auto" else thres
         self.device = torch.device(device)
+        # Which kernels the fused chain runs: numba's on the CPU, Triton's on CUDA. Tests set
+        # "triton" to run the Triton kernels under Triton's interpreter on the CPU.
+        self._fused_kernels = "triton" if self.device.type == "cuda" else "numba"
         self.specs = layer_specs(source.backbone)
 
     @property
@@ -398,22 +401,35 @@ class Evaluator:
         trg_grid: Grid,
     ) -> torch.Tensor:
         from scotsearch.fused import TermStore
-        from scotsearch.fused import score_group
 
         self._fused_ready = True
+        triton_chain = self.device.type == "cuda" or self._fused_kernels == "triton"
         if self._term_store is None:
-            self._term_store = TermStore()
+            if triton_chain:
+                from scotsearch.fused import device_budget
+
+                self._term_store = TermStore(device_budget(self.device))
+            else:
+                self._term_store = TermStore()
         tables = None
         if match.rhm:
             tables = hough_tables(
-                src_grid.centres, trg_grid.centres, prep.src.image_size, prep.trg.image_size,
-                ncells=match.ncells,
+                src_grid.centres.cpu(), trg_grid.centres.cpu(), prep.src.image_size,
+                prep.trg.image_size, ncells=match.ncells,
             )
-        return score_group(
-            prep.src.layers, prep.trg.layers, group, src_grid=src_grid, trg_grid=trg_grid,
+        args: dict[str, Any] = dict(
+            src_grid=src_grid, trg_grid=trg_grid,
             src_boxes={b: g.boxes for b, g in src_grids.items()},
             mu=marginal(src_grid, prep.src.cam, match, self.profile),
             nu=marginal(trg_grid, prep.trg.cam, match, self.profile),
             tables=tables, match=match, src_kps=prep.src_kps, store=self._term_store,
             pair_key=prep.key,
         )
+        if triton_chain:
+            from scotsearch.fused import score_group_device
+
+            return score_group_device(prep.src.layers, prep.trg.layers, group,
+                                      device=self.device, **args)
+        from scotsearch.fused import score_group
+
+        return score_group(prep.src.layers, prep.trg.layers, group, **args)

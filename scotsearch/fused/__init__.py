@@ -1,8 +1,10 @@
-"""Fast candidate scoring: the fused, incremental CPU chain (numba kernels).
+"""Fast candidate scoring: the fused, incremental chain (numba kernels on the CPU, Triton
+kernels on a CUDA GPU).
 
 The eager chain in :mod:`scotsearch.matching` stays the reference implementation; this
 package computes the same per-pair results with a few streaming passes per candidate (see
-:mod:`scotsearch.fused._chain`). :func:`supports` says which settings it covers.
+:mod:`scotsearch.fused._chain` and :mod:`scotsearch.fused._device_chain`). :func:`supports`
+says which settings it covers.
 """
 
 from __future__ import annotations
@@ -17,10 +19,21 @@ from scotsearch.fused._support import supports
 if TYPE_CHECKING:
     from scotsearch.fused._chain import score_group
     from scotsearch.fused._chain import warm_up
+    from scotsearch.fused._device_chain import default_budget as device_budget
+    from scotsearch.fused._device_chain import score_group_device
     from scotsearch.fused._terms import TermStore
 
 
-__all__ = ["TermStore", "available", "plan_parents", "score_group", "supports", "warm_up"]
+__all__ = [
+    "TermStore",
+    "available",
+    "device_budget",
+    "plan_parents",
+    "score_group",
+    "score_group_device",
+    "supports",
+    "warm_up",
+]
 
 
 def __getattr__(name: str) -> object:
@@ -29,6 +42,11 @@ def __getattr__(name: str) -> object:
         from scotsearch.fused import _chain
 
         return getattr(_chain, name)
+    if name in ("score_group_device", "device_budget"):
+        # Triton: only when the device chain is asked for.
+        from scotsearch.fused import _device_chain
+
+        return getattr(_device_chain, "default_budget" if name == "device_budget" else name)
     if name == "TermStore":
         from scotsearch.fused._terms import TermStore
 

@@ -250,12 +250,14 @@ def _prior(histpart: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return smooth_histogram(hist, shape)[0].contiguous().numpy()
 
 
-def warm_up() -> float:
-    """Compile (or load from numba's on-disk cache) every kernel; returns the seconds taken.
+def warm_up(device: torch.device | str = "cpu") -> float:
+    """Compile (or load from numba's or Triton's on-disk cache) the kernels of ``device``'s
+    chain; returns the seconds taken.
 
     Runs each chain once on a tiny pair, so the timed work of a benchmark, and the first
     pair of a search, do not include compilation.
     """
+    device = torch.device(device)
     import time
 
     from scotsearch.geometry import make_grid
@@ -269,12 +271,23 @@ def warm_up() -> float:
     tables = hough_tables(grid.centres, grid.centres, (24, 24), (24, 24), ncells=64)
     w = grid.valid.float() / grid.valid.float().sum()
     kps = torch.tensor([[8.0, 8.0], [12.0, 4.0]])
+    src[2], trg[2] = torch.randn(4, 6, 6, generator=g), torch.randn(4, 6, 6, generator=g)
+    # with and without a parent, at base resolution and upsampled
+    group = [(0,), (1,), (0, 1), (0, 2)]
     for sim in ("ot", "cos"):
         for rhm in (True, False):
-            score_group(
-                src, trg, [(0,), (0, 1)], src_grid=grid, trg_grid=grid, src_boxes={0: grid.boxes},
-                mu=w, nu=w, tables=tables if rhm else None,
-                match=MatchConfig(similarity=sim, rhm=rhm, n_iter=2, exp2=0.5),
-                src_kps=kps,
-            )
+            for exp in (0.5, 1.0):
+                match = MatchConfig(similarity=sim, rhm=rhm, n_iter=2, exp2=exp, exp1=exp)
+                kwargs = dict(src_grid=grid, trg_grid=grid, mu=w, nu=w, match=match,
+                              src_boxes={0: grid.boxes, 1: grid.boxes},
+                              tables=tables if rhm else None, src_kps=kps)
+                if device.type == "cpu":
+                    score_group(src, trg, group, **kwargs)  # type: ignore[arg-type]
+                else:
+                    from scotsearch.fused._device_chain import score_group_device
+
+                    score_group_device(src, trg, group, device=device,
+                                       **kwargs)  # type: ignore[arg-type]
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - t0

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import Generic
+from typing import Protocol
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -75,6 +78,16 @@ def layer_term(
     )
 
 
+class _Stored(Protocol):
+    @property
+    def nbytes(self) -> int: ...
+
+    identity: bool
+
+
+T = TypeVar("T", bound=_Stored)
+
+
 def default_budget() -> int:
     """Bytes the term store may hold: half the memory available now (Linux), else 2 GB.
 
@@ -93,25 +106,26 @@ def default_budget() -> int:
     return 2 << 30
 
 
-class TermStore:
+class TermStore(Generic[T]):
     """Layer terms kept across evaluator calls, up to a byte budget.
 
     Full is full: pairs are visited in the same cyclic order on every call, where evicting
     the oldest entry would evict every entry before its next use, so a full store keeps what
     it has. One exception: a base-resolution term (a full matrix product to form again) may
     evict upsampled ones (a small product and an upsampling, measured ~10 to 60 times
-    cheaper per pair), which are then formed again when needed.
+    cheaper per pair), which are then formed again when needed. It holds the CPU chain's
+    :class:`Term` and the device chain's terms alike.
     """
 
     def __init__(self, budget: int | None = None) -> None:
         self.budget = default_budget() if budget is None else int(budget)
         self.used = 0
-        self._terms: dict[Hashable, Term] = {}
+        self._terms: dict[Hashable, T] = {}
 
-    def get(self, key: Hashable) -> Term | None:
+    def get(self, key: Hashable) -> T | None:
         return self._terms.get(key)
 
-    def put(self, key: Hashable, term: Term) -> None:
+    def put(self, key: Hashable, term: T) -> None:
         if key in self._terms or term.nbytes > self.budget:
             return
         if term.identity:

@@ -1,0 +1,279 @@
+"""The fused chain on a GPU (Triton kernels): the CPU chain's passes, batched over children.
+
+Same plan as :mod:`scotsearch.fused._chain`: per pair and stride group, each layer's term is
+formed once at native source resolution; candidates are scored parent by parent, a parent's
+summed numerator formed once and each child adding its one layer on the fly. On a GPU one
+candidate's pass is too short to keep the device busy from Python, so a parent's children
+are scored in batches: one Gibbs (or HPF vote) kernel per child writes its slice of a
+``[c x n x m]`` buffer, then every later step (Sinkhorn scalings, the plan/histogram pass,
+smoothing, the keypoint rows' argmax) runs once for the whole batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from scotsearch.config import MatchConfig
+from scotsearch.fused import _triton as kern
+from scotsearch.fused._plan import plan_parents
+from scotsearch.fused._terms import TermStore
+from scotsearch.geometry import Grid
+from scotsearch.matching import members_matrix
+from scotsearch.matching import native_term
+from scotsearch.matching import source_taps
+from scotsearch.matching import subset_inverse_norms
+from scotsearch.matching import upsampled_sq_norms_separable
+from scotsearch.ot import safe_div
+from scotsearch.rhm import HoughTables
+from scotsearch.rhm import smooth_histogram
+from scotsearch.transfer import keypoint_rows
+from scotsearch.transfer import transfer_from_best
+
+
+#: Bytes of device memory one batch of children's ``[c x n x m]`` buffer may take, at most
+#: a quarter of what is free when the batch is planned.
+BATCH_BYTES = 8 << 30
+
+
+@dataclass
+class DeviceTerm:
+    """One layer on one pair, on the device (as :class:`scotsearch.fused._terms.Term`)."""
+
+    dt: torch.Tensor  # [k x m] float32, native source rows, target side upsampled
+    rows: torch.Tensor  # [n x 4] int32 source taps (placeholder when identity)
+    wts: torch.Tensor  # [n x 4] float32 tap weights
+    identity: bool
+    sq_src: torch.Tensor  # [n]
+    sq_trg: torch.Tensor  # [m]
+
+    @property
+    def nbytes(self) -> int:
+        return int(4 * (self.dt.numel() + self.sq_src.numel() + self.sq_trg.numel()))
+
+
+def device_term(
+    f_src: torch.Tensor,
+    f_trg: torch.Tensor,
+    src_hw: tuple[int, int],
+    trg_hw: tuple[int, int],
+    device: torch.device,
+    taps: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]],
+) -> DeviceTerm:
+    """The device chain's form of one layer's term (``taps``: a shape -> taps memo)."""
+    fs, ft = f_src.to(device), f_trg.to(device)
+    native = (int(fs.shape[-2]), int(fs.shape[-1]))
+    identity = native == tuple(src_hw) and tuple(ft.shape[-2:]) == tuple(trg_hw)
+    if identity:
+        C = fs.shape[0]
+        dt = fs.float().reshape(C, -1).T @ ft.float().reshape(C, -1)
+        rows = torch.zeros(1, 4, dtype=torch.int32, device=device)
+        wts = torch.zeros(1, 4, device=device)
+    else:
+        dt = native_term(fs, ft, trg_hw)
+        if native not in taps:
+            r, w = source_taps(native, src_hw)
+            taps[native] = (r.to(device=device, dtype=torch.int32).contiguous(),
+                            w.to(device).contiguous())
+        rows, wts = taps[native]
+    return DeviceTerm(
+        dt=dt.contiguous(), rows=rows, wts=wts, identity=identity,
+        sq_src=upsampled_sq_norms_separable(fs, src_hw),
+        sq_trg=upsampled_sq_norms_separable(ft, trg_hw),
+    )
+
+
+def default_budget(device: torch.device) -> int:
+    """Bytes a device's term store may hold: half of its free memory (2 GB off CUDA)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0]) // 2
+    return 2 << 30
+
+
+@dataclass
+class _Geometry:
+    src_valid: torch.Tensor  # [n] int8
+    trg_valid: torch.Tensor  # [m] int8
+    masked: bool
+    nv: float  # number of kept source hyperpixels (the plan's scale)
+    tables: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # bx, by, ix, iy
+    nx: int
+    wt: int
+    shape: tuple[int, int]
+
+
+def _geometry(src_grid: Grid, trg_grid: Grid, tables: HoughTables | None,
+              device: torch.device) -> _Geometry:
+    sv, tv = src_grid.valid.to(device), trg_grid.valid.to(device)
+    masked = not bool(sv.all() and tv.all())
+    if tables is None:  # no Hough step: placeholders of the kernels' argument types
+        z = torch.zeros(1, 1, dtype=torch.int32, device=device)
+        zi = torch.zeros(src_grid.n, dtype=torch.int32, device=device)
+        return _Geometry(sv.to(torch.int8), tv.to(torch.int8), masked, float(sv.sum()),
+                         (z, z, zi, zi), 1, trg_grid.w, (1, 1))
+    j = torch.arange(trg_grid.n)
+    # The kernels index target bins by grid row and column; make_grid's centres are
+    # row-major, so the tables' distinct target x / y are exactly the columns / rows.
+    assert torch.equal(tables.jx.cpu(), j % trg_grid.w)
+    assert torch.equal(tables.jy.cpu(), j // trg_grid.w)
+
+    def i32(t: torch.Tensor) -> torch.Tensor:
+        return t.to(device=device, dtype=torch.int32).contiguous()
+
+    return _Geometry(
+        sv.to(torch.int8), tv.to(torch.int8), masked, float(sv.sum()),
+        (i32(tables.bx), i32(tables.by), i32(tables.ix), i32(tables.iy)),
+        tables.shape[1], trg_grid.w, tables.shape,
+    )
+
+
+def _row_bins(g: _Geometry, rows: torch.Tensor, m: int) -> torch.Tensor:
+    """``[r x m]`` int64 Hough bin of each listed source row's votes (on the device)."""
+    bx, by, ix, iy = (t.long() for t in g.tables)
+    j = torch.arange(m, device=rows.device)
+    return bx[ix[rows]][:, j % g.wt] + by[iy[rows]][:, j // g.wt] * g.nx
+
+
+def score_group_device(
+    src_layers: dict[int, torch.Tensor],
+    trg_layers: dict[int, torch.Tensor],
+    group: Sequence[tuple[int, ...]],
+    *,
+    src_grid: Grid,
+    trg_grid: Grid,
+    src_boxes: dict[int, torch.Tensor],
+    mu: torch.Tensor,
+    nu: torch.Tensor,
+    tables: HoughTables | None,
+    match: MatchConfig,
+    src_kps: torch.Tensor,
+    device: torch.device,
+    store: TermStore | None = None,
+    pair_key: Hashable = None,
+) -> torch.Tensor:
+    """``[S x K x 2]`` predicted target keypoints of every subset of ``group`` on one pair.
+
+    The contract of :func:`scotsearch.fused._chain.score_group`, computed on ``device``.
+    """
+    layer_order = sorted({l for s in group for l in s})
+    src_hw, trg_hw = (src_grid.h, src_grid.w), (trg_grid.h, trg_grid.w)
+    n, m = src_grid.n, trg_grid.n
+    taps: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+    terms: dict[int, DeviceTerm] = {}
+    for l in layer_order:
+        key = (pair_key, l, src_hw, trg_hw)
+        term = store.get(key) if store is not None and pair_key is not None else None
+        if term is None:
+            term = device_term(src_layers[l], trg_layers[l], src_hw, trg_hw, device, taps)
+            if store is not None and pair_key is not None:
+                store.put(key, term)
+        terms[l] = term
+    sq_src = torch.stack([terms[l].sq_src for l in layer_order])
+    sq_trg = torch.stack([terms[l].sq_trg for l in layer_order])
+    inv_s, inv_t = subset_inverse_norms(sq_src, sq_trg,
+                                        members_matrix(group, layer_order, device))
+    geo = _geometry(src_grid, trg_grid, tables, device)
+    # Only these source rows are ever read by keypoint transfer, for any base of the group.
+    need = torch.zeros(n, dtype=torch.bool)
+    for b in sorted({s[0] for s in group}):
+        need |= keypoint_rows(src_kps.cpu(), src_boxes[b].cpu(), src_grid.valid.cpu()).any(0)
+    rows = need.nonzero().squeeze(1).to(device)
+    row_bins = _row_bins(geo, rows, m) if tables is not None else None
+    mu_d = mu.to(device).float().contiguous()
+    nu_d = nu.to(device).float()
+    a0 = (mu_d > 0).float()
+    a0 = (a0 / a0.sum().clamp_min(1.0)).contiguous()  # sinkhorn's uniform start over kept rows
+
+    free = (int(torch.cuda.mem_get_info(device)[0]) if device.type == "cuda" else BATCH_BYTES)
+    per = max(1, min(BATCH_BYTES, free // 4) // (n * m * 4))
+    plan = plan_parents(group)
+    by_parent: dict[tuple[int, ...], list[int]] = {}
+    for k in range(len(group)):
+        by_parent.setdefault(plan[k][0], []).append(k)
+    best_all = torch.zeros(len(group), n, dtype=torch.int64, device=device)
+    for p, children in by_parent.items():
+        parent = None
+        if p:
+            parent = torch.empty(n, m, device=device)
+            for q, l in enumerate(p):
+                t = terms[l]
+                kern.add_upsampled(parent, t.dt, t.rows, t.wts, identity=t.identity,
+                                   first=q == 0)
+        for start in range(0, len(children), per):
+            ks = children[start : start + per]
+            batch = [(k, terms[plan[k][1]]) for k in ks]
+            best = _batch(parent, batch, inv_s, inv_t, match, geo, mu_d, nu_d, a0, rows,
+                          row_bins)
+            best_all[torch.tensor(ks, device=device)[:, None], rows[None, :]] = best
+
+    pred = torch.empty(len(group), src_kps.shape[0], 2, device=device)
+    kps = src_kps.to(device)
+    centres_s, centres_t = src_grid.centres.to(device), trg_grid.centres.to(device)
+    valid = src_grid.valid.to(device)
+    for b in sorted({s[0] for s in group}):
+        sel = torch.tensor([k for k, s in enumerate(group) if s[0] == b], device=device)
+        pred[sel] = transfer_from_best(best_all[sel], kps, src_boxes[b].to(device), centres_s,
+                                       centres_t, src_valid=valid)
+    return pred.to(src_kps.device)
+
+
+def _batch(
+    parent: torch.Tensor | None,
+    batch: list[tuple[int, DeviceTerm]],
+    inv_s: torch.Tensor,
+    inv_t: torch.Tensor,
+    match: MatchConfig,
+    g: _Geometry,
+    mu: torch.Tensor,
+    nu: torch.Tensor,
+    a0: torch.Tensor,
+    rows: torch.Tensor,
+    row_bins: torch.Tensor | None,
+) -> torch.Tensor:
+    """``[c x r]`` best target of each listed source row for a batch of one parent's children."""
+    c = len(batch)
+    n, m = inv_s.shape[1], inv_t.shape[1]
+    dev = inv_s.device
+    work = torch.empty(c, n, m, device=dev)
+    hist = torch.zeros(c, g.shape[0] * g.shape[1], device=dev) if match.rhm else None
+    if match.similarity == "cos":
+        for q, (k, t) in enumerate(batch):
+            kern.cosine_votes(
+                parent, t.dt, t.rows, t.wts, inv_s[k].contiguous(), inv_t[k].contiguous(),
+                float(match.exp1), g.src_valid, g.trg_valid, work[q],
+                None if hist is None else hist[q], g.tables, g.nx, g.wt, identity=t.identity,
+                masked=g.masked,
+            )
+        votes = work[:, rows, :]
+    else:
+        colpart = torch.empty(c, kern.colpart_rows(n), m, device=dev)
+        for q, (k, t) in enumerate(batch):
+            kern.gibbs(parent, t.dt, t.rows, t.wts, inv_s[k].contiguous(),
+                       inv_t[k].contiguous(), a0, float(match.eps), work[q], colpart[q],
+                       identity=t.identity)
+        # float64 column sums, as the CPU chain (more accurate than a float32 product)
+        b = safe_div(nu, colpart.sum(1, dtype=torch.float64).float())
+        for _ in range(match.n_iter - 1):
+            a = safe_div(mu, torch.bmm(work, b.unsqueeze(-1)).squeeze(-1))
+            b = safe_div(nu, torch.bmm(work.transpose(1, 2), a.unsqueeze(-1)).squeeze(-1))
+        b = b.contiguous()
+        a = torch.empty(c, n, device=dev)
+        kern.plan_hist(work, mu, b, a, g.nv, float(match.exp2), g.src_valid, g.trg_valid, hist,
+                       g.tables, g.nx, g.wt, masked=g.masked)
+        # The eager order: ((K a) b) nv, clamped, powered.
+        votes = work[:, rows, :].mul_(a[:, rows, None]).mul_(b[:, None, :]).mul_(g.nv)
+        votes = votes.clamp_min_(0)
+        if match.exp2 != 1:
+            votes = votes.pow_(match.exp2)
+        if g.masked:
+            votes = votes.mul_((g.src_valid[rows, None] != 0) & (g.trg_valid[None, :] != 0))
+    if hist is not None:
+        assert row_bins is not None
+        prior = smooth_histogram(hist, g.shape)
+        votes = votes.mul_(prior[:, row_bins.reshape(-1)].view(c, len(rows), m))
+    if g.masked:
+        votes = votes.masked_fill_(g.trg_valid[None, None, :] == 0, float("-inf"))
+    return votes.argmax(-1)

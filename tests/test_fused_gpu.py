@@ -1,0 +1,110 @@
+"""The fused device chain (Triton kernels) against the eager reference chain, pair by pair.
+
+On a machine with CUDA the kernels run on the GPU; elsewhere (CI) they run under Triton's
+interpreter on the CPU, which reads ``TRITON_INTERPRET`` when the kernels are defined, so it
+is set here, before anything imports :mod:`scotsearch.fused._triton`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+
+CUDA = torch.cuda.is_available()
+if not CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+triton = pytest.importorskip("triton")
+
+import numpy as np  # noqa: E402
+
+from scotsearch.config import VARIANTS  # noqa: E402
+from scotsearch.config import MatchConfig  # noqa: E402
+from scotsearch.evaluate import Evaluator  # noqa: E402
+from scotsearch.fused import supports  # noqa: E402
+from scotsearch.presets import get_profile  # noqa: E402
+from scotsearch.testing import SyntheticSource  # noqa: E402
+from scotsearch.testing import synthetic_dataset  # noqa: E402
+
+
+DEVICE = "cuda" if CUDA else "cpu"
+
+# Beam-like candidates (shared parents, base resolution and upsampled children) next to
+# unrelated subsets and singletons; the bases cover stride-4, -8 and -16 grids.
+SUBSETS = [(0,), (2,), (0, 2), (0, 2, 5), (0, 2, 7), (0, 2, 12), (1, 2, 3), (4, 9), (8,)]
+
+
+def _predict(ds, src, subsets, match, profile, engine: str):
+    ev = Evaluator(ds, src, match=match, profile=profile, alphas=(0.05, 0.1, 0.2),
+                   device=DEVICE, engine="eager" if engine == "eager" else "fused")
+    if engine == "triton":
+        ev._fused_kernels = "triton"  # the Triton chain, also on the CPU (interpreter)
+    out = ev.predict(subsets)
+    assert ev.engine_used == ("eager" if engine == "eager" else "fused")
+    return out
+
+
+def _agree(ds, src, subsets, match, profile) -> None:
+    """Identical per-pair correct counts, predicted keypoints within 1e-3 px."""
+    s_e, p_e = _predict(ds, src, subsets, match, profile, "eager")
+    s_t, p_t = _predict(ds, src, subsets, match, profile, "triton")
+    np.testing.assert_array_equal(s_t.n_correct, s_e.n_correct)
+    total = 0
+    for row_e, row_t in zip(p_e, p_t):
+        for a, b in zip(row_e, row_t):
+            np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+            ok = ~np.isnan(a[:, 0])
+            np.testing.assert_allclose(b[ok], a[ok], rtol=0, atol=1e-3)
+            total += int(ok.sum())
+    assert total > 0
+
+
+SETTINGS = [{}, {"n_iter": 50, "exp2": 0.5}]
+
+
+@pytest.mark.parametrize(
+    "settings", SETTINGS, ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()) or "default"
+)
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_triton_chain_equals_eager(variant: str, settings: dict) -> None:
+    ds = synthetic_dataset(2, seed=1, image_hw=(32, 40))
+    src = SyntheticSource(informative=(0, 2, 5), image_hw=(32, 40))
+    match = MatchConfig.from_variant(variant, exp1=3.0 if variant.startswith("cos") else 1.0,
+                                     **settings)
+    _agree(ds, src, SUBSETS, match, get_profile("scot"))
+
+
+@pytest.mark.parametrize("variant, settings", [("ot-rhm-stair", {"n_iter": 1, "exp2": 1.0}),
+                                               ("ot-rhm", {"n_iter": 50, "exp2": 0.7}),
+                                               ("cos-rhm", {})])
+def test_triton_chain_equals_eager_with_hpf_pruning(variant: str, settings: dict) -> None:
+    # HPF's margin pruning: masked rows and columns, per-base grids; exp2 0.7 takes the
+    # general power path of the kernels.
+    ds = synthetic_dataset(2, seed=4, image_hw=(40, 32))
+    src = SyntheticSource(informative=(0, 2, 5), image_hw=(40, 32))
+    _agree(ds, src, SUBSETS[:6], MatchConfig.from_variant(variant, **settings),
+           get_profile("hpf"))
+
+
+def test_fused_covers_cuda_devices() -> None:
+    match = MatchConfig()
+    assert supports(match, torch.device("cuda"), torch.float32) is None  # Triton imports
+    assert "float32" in supports(match, torch.device("cuda"), torch.float16)
+    assert "log-domain" in supports(MatchConfig(eps=0.01), torch.device("cuda"), torch.float32)
+    assert "mps" in supports(match, torch.device("mps"), torch.float32)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("variant, settings", [("ot-rhm-stair", {}),
+                                               ("ot-rhm", {"n_iter": 50, "exp2": 0.5}),
+                                               ("cos-rhm", {})])
+def test_triton_chain_equals_eager_at_spair_size_on_cuda(variant: str, settings: dict) -> None:
+    # 300 x 225 images: the 57 x 75 stride-4 grid of an SPair-71k pair at side 300.
+    ds = synthetic_dataset(2, seed=3, image_hw=(225, 300), n_kps=10)
+    src = SyntheticSource(informative=(0, 2, 5), image_hw=(225, 300))
+    _agree(ds, src, [(0, 2, 5), (2, 5, 9), (0, 2), (0, 5)],
+           MatchConfig.from_variant(variant, **settings), get_profile("scot"))
