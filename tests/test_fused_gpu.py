@@ -70,7 +70,7 @@ SETTINGS = [{}, {"n_iter": 50, "exp2": 0.5}]
 )
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_triton_chain_equals_eager(variant: str, settings: dict) -> None:
-    ds = synthetic_dataset(2, seed=1, image_hw=(32, 40))
+    ds = synthetic_dataset(1, seed=1, image_hw=(32, 40))
     src = SyntheticSource(informative=(0, 2, 5), image_hw=(32, 40))
     match = MatchConfig.from_variant(variant, exp1=3.0 if variant.startswith("cos") else 1.0,
                                      **settings)
@@ -83,7 +83,7 @@ def test_triton_chain_equals_eager(variant: str, settings: dict) -> None:
 def test_triton_chain_equals_eager_with_hpf_pruning(variant: str, settings: dict) -> None:
     # HPF's margin pruning: masked rows and columns, per-base grids; exp2 0.7 takes the
     # general power path of the kernels.
-    ds = synthetic_dataset(2, seed=4, image_hw=(40, 32))
+    ds = synthetic_dataset(1, seed=4, image_hw=(40, 32))
     src = SyntheticSource(informative=(0, 2, 5), image_hw=(40, 32))
     _agree(ds, src, SUBSETS[:6], MatchConfig.from_variant(variant, **settings),
            get_profile("hpf"))
@@ -108,3 +108,45 @@ def test_triton_chain_equals_eager_at_spair_size_on_cuda(variant: str, settings:
     src = SyntheticSource(informative=(0, 2, 5), image_hw=(225, 300))
     _agree(ds, src, [(0, 2, 5), (2, 5, 9), (0, 2), (0, 5)],
            MatchConfig.from_variant(variant, **settings), get_profile("scot"))
+
+
+def test_histogram_by_atomic_adds_equals_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Grids from make_grid always have offset-only Hough bins, so the displacement
+    # histogram is what the tests above run; the atomic-add histogram is the fallback for
+    # any other geometry: force it here.
+    from scotsearch.fused import _device_chain
+
+    monkeypatch.setattr(_device_chain, "_displacement_bins", lambda *args: None)
+    ds = synthetic_dataset(1, seed=2, image_hw=(32, 40))
+    src = SyntheticSource(informative=(0, 2, 5), image_hw=(32, 40))
+    for variant in ("ot-rhm-stair", "cos-rhm"):
+        _agree(ds, src, SUBSETS[:6], MatchConfig.from_variant(variant, n_iter=3, exp2=0.5),
+               get_profile("hpf"))
+
+
+def test_hough_bins_of_a_grid_depend_on_the_offset_alone() -> None:
+    from scotsearch.fused._device_chain import _displacement_bins
+    from scotsearch.geometry import make_grid
+    from scotsearch.rhm import hough_tables
+
+    for (hs, ws), (ht, wt), stride in (((57, 75), (50, 75), 4), ((7, 5), (9, 12), 16)):
+        sg = make_grid(hs, ws, stride=stride, rf=35, image_size=(hs * stride, ws * stride),
+                       prune_margin=False)
+        tg = make_grid(ht, wt, stride=stride, rf=35, image_size=(ht * stride, wt * stride),
+                       prune_margin=False)
+        tables = hough_tables(sg.centres, tg.centres, sg.image_size, tg.image_size)
+        disp = _displacement_bins(tables, sg, tg, torch.device("cpu"))
+        assert disp is not None
+        by_d, bx_d = disp
+        # brute force: every pair's bin equals the bin of its offset
+        bins = tables.bins()
+        i, j = torch.meshgrid(torch.arange(hs * ws), torch.arange(ht * wt), indexing="ij")
+        dy = j // wt - i // ws + hs - 1
+        dx = j % wt - i % ws + ws - 1
+        assert torch.equal(bins, bx_d[dx] + tables.shape[1] * by_d[dy])
+    # bins that are not a function of the offset (a target grid of another stride) are
+    # refused, so that such a geometry takes the atomic-add histogram
+    sg = make_grid(6, 6, stride=4, rf=11, image_size=(24, 24), prune_margin=False)
+    tg = make_grid(6, 6, stride=7, rf=11, image_size=(42, 42), prune_margin=False)
+    tables = hough_tables(sg.centres, tg.centres, sg.image_size, tg.image_size, ncells=64)
+    assert _displacement_bins(tables, sg, tg, torch.device("cpu")) is None

@@ -103,6 +103,11 @@ class _Geometry:
     nx: int
     wt: int
     shape: tuple[int, int]
+    src_hw: tuple[int, int]
+    trg_hw: tuple[int, int]
+    #: ``(by_d [hs + ht - 1], bx_d [ws + wt - 1])`` int64: the Hough bin of each grid offset,
+    #: when the bins depend on the offset alone (see :func:`_displacement_bins`)
+    disp: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def _geometry(src_grid: Grid, trg_grid: Grid, tables: HoughTables | None,
@@ -113,7 +118,8 @@ def _geometry(src_grid: Grid, trg_grid: Grid, tables: HoughTables | None,
         z = torch.zeros(1, 1, dtype=torch.int32, device=device)
         zi = torch.zeros(src_grid.n, dtype=torch.int32, device=device)
         return _Geometry(sv.to(torch.int8), tv.to(torch.int8), masked, float(sv.sum()),
-                         (z, z, zi, zi), 1, trg_grid.w, (1, 1))
+                         (z, z, zi, zi), 1, trg_grid.w, (1, 1), (src_grid.h, src_grid.w),
+                         (trg_grid.h, trg_grid.w))
     j = torch.arange(trg_grid.n)
     # The kernels index target bins by grid row and column; make_grid's centres are
     # row-major, so the tables' distinct target x / y are exactly the columns / rows.
@@ -126,8 +132,39 @@ def _geometry(src_grid: Grid, trg_grid: Grid, tables: HoughTables | None,
     return _Geometry(
         sv.to(torch.int8), tv.to(torch.int8), masked, float(sv.sum()),
         (i32(tables.bx), i32(tables.by), i32(tables.ix), i32(tables.iy)),
-        tables.shape[1], trg_grid.w, tables.shape,
+        tables.shape[1], trg_grid.w, tables.shape, (src_grid.h, src_grid.w),
+        (trg_grid.h, trg_grid.w), _displacement_bins(tables, src_grid, trg_grid, device),
     )
+
+
+def _displacement_bins(tables: HoughTables, src_grid: Grid, trg_grid: Grid,
+                       device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The Hough bin of every grid offset, or None where bins are not a function of it.
+
+    Both grids of a group have one stride and centres ``(col * stride, row * stride)``, so a
+    pair's x vote ``W_s - x_i + x_j = W_s + stride * (col_j - col_i)`` depends only on the
+    column offset (and y likewise): the histogram is then the displacement histogram
+    summed over the offsets of each bin, which the device sums without atomic adds
+    (:func:`scotsearch.fused._triton.shift_hist`). Checked on the tables themselves, so any
+    other geometry takes the atomic-add histogram instead.
+    """
+    out = []
+    for tab, idx, n_src, n_trg in ((tables.by, tables.iy, src_grid.h, trg_grid.h),
+                                   (tables.bx, tables.ix, src_grid.w, trg_grid.w)):
+        if tuple(tab.shape) != (n_src, n_trg):
+            return None
+        src = torch.arange(n_src).unsqueeze(1)
+        off = (torch.arange(n_trg).unsqueeze(0) - src + n_src - 1).reshape(-1)
+        per_off = torch.zeros(n_src + n_trg - 1, dtype=torch.long)
+        per_off[off] = tab.reshape(-1).long()
+        if not torch.equal(per_off[off], tab.reshape(-1).long()):
+            return None
+        out.append(per_off.to(device))
+    i = torch.arange(src_grid.n)
+    if not (torch.equal(tables.ix.cpu(), i % src_grid.w)
+            and torch.equal(tables.iy.cpu(), i // src_grid.w)):
+        return None
+    return out[0], out[1]
 
 
 def _row_bins(g: _Geometry, rows: torch.Tensor, m: int) -> torch.Tensor:
@@ -220,6 +257,18 @@ def score_group_device(
     return pred.to(src_kps.device)
 
 
+def _bins_from_offsets(D: torch.Tensor, g: _Geometry) -> torch.Tensor:
+    """``[S x ny*nx]`` Hough histograms from ``[S x ndy x ndx]`` displacement histograms."""
+    assert g.disp is not None
+    by_d, bx_d = g.disp
+    S, ndy, _ = D.shape
+    ny, nx = g.shape
+    # index_add_ rather than one-hot products: exact float32 sums whatever the matmul
+    # precision setting (TF32 would round the votes).
+    hx = D.new_zeros(S, ndy, nx).index_add_(2, bx_d, D)
+    return D.new_zeros(S, ny, nx).index_add_(1, by_d, hx).reshape(S, ny * nx)
+
+
 def _batch(
     parent: torch.Tensor | None,
     batch: list[tuple[int, DeviceTerm]],
@@ -239,14 +288,22 @@ def _batch(
     dev = inv_s.device
     work = torch.empty(c, n, m, device=dev)
     hist = torch.zeros(c, g.shape[0] * g.shape[1], device=dev) if match.rhm else None
+    # With offset-only bins the histogram is summed from the displacement histogram;
+    # otherwise every vote is added to its bin atomically inside the vote pass.
+    shift = hist is not None and g.disp is not None
+    scatter = None if shift else hist
     if match.similarity == "cos":
         for q, (k, t) in enumerate(batch):
             kern.cosine_votes(
                 parent, t.dt, t.rows, t.wts, inv_s[k].contiguous(), inv_t[k].contiguous(),
                 float(match.exp1), g.src_valid, g.trg_valid, work[q],
-                None if hist is None else hist[q], g.tables, g.nx, g.wt, identity=t.identity,
-                masked=g.masked,
+                None if scatter is None else scatter[q], g.tables, g.nx, g.wt,
+                identity=t.identity, masked=g.masked,
             )
+        if shift:  # the votes are masked already
+            hist = _bins_from_offsets(kern.shift_hist(work, None, None, 1.0, 1.0, g.src_valid,
+                                                      g.trg_valid, g.src_hw, g.trg_hw,
+                                                      masked=False), g)
         votes = work[:, rows, :]
     else:
         colpart = torch.empty(c, kern.colpart_rows(n), m, device=dev)
@@ -261,8 +318,12 @@ def _batch(
             b = safe_div(nu, torch.bmm(work.transpose(1, 2), a.unsqueeze(-1)).squeeze(-1))
         b = b.contiguous()
         a = torch.empty(c, n, device=dev)
-        kern.plan_hist(work, mu, b, a, g.nv, float(match.exp2), g.src_valid, g.trg_valid, hist,
-                       g.tables, g.nx, g.wt, masked=g.masked)
+        kern.plan_hist(work, mu, b, a, g.nv, float(match.exp2), g.src_valid, g.trg_valid,
+                       scatter, g.tables, g.nx, g.wt, masked=g.masked)
+        if shift:
+            hist = _bins_from_offsets(kern.shift_hist(work, a, b, g.nv, float(match.exp2),
+                                                      g.src_valid, g.trg_valid, g.src_hw,
+                                                      g.trg_hw, masked=g.masked), g)
         # The eager order: ((K a) b) nv, clamped, powered.
         votes = work[:, rows, :].mul_(a[:, rows, None]).mul_(b[:, None, :]).mul_(g.nv)
         votes = votes.clamp_min_(0)

@@ -210,6 +210,84 @@ def _plan_hist_kernel(k_ptr, mu_ptr, b_ptr, a_ptr, src_valid_ptr, trg_valid_ptr,
                        keep_i, nx, xt, yt, wt)
 
 
+@triton.jit(do_not_specialize=["hs", "ws", "ht", "wt", "ndx"])
+def _shift_hist_kernel(v_ptr, a_ptr, b_ptr, src_valid_ptr, trg_valid_ptr, d_ptr, hs, ws, ht,
+                       wt, ndx, nv, exp2, IS_PLAN: tl.constexpr, MASKED: tl.constexpr,
+                       POW: tl.constexpr, BX: tl.constexpr, BD: tl.constexpr):
+    # Program (dy, candidate): the votes of every (source, target) pair whose grid offset
+    # (target row - source row) is dy, summed per column offset dx = target col - source
+    # col, i.e. row dy of the displacement histogram D[dy, dx]. For a fixed source row iy
+    # the pairs of offset (dy, dx) form a skewed band of the [ws x wt] block of V between
+    # source grid row iy and target grid row iy + dy: loaded as [source col x dx] tiles
+    # (each tile row a contiguous run of one V row) and summed over source columns. Every
+    # vote is read once and no atomic add is needed.
+    cand = tl.program_id(1).to(tl.int64)
+    n = hs.to(tl.int64) * ws
+    m = ht.to(tl.int64) * wt
+    ndy = hs + ht - 1
+    v_ptr += cand * n * m
+    a_ptr += cand * n
+    b_ptr += cand * m
+    dy = tl.program_id(0) - (hs - 1)
+    d_ptr += (cand * ndy + tl.program_id(0)) * ndx
+    iy_lo = tl.maximum(0, -dy)
+    iy_hi = tl.minimum(hs, ht - dy)
+    for k0 in range(0, ndx, BD):
+        k = k0 + tl.arange(0, BD)
+        acc = tl.zeros([BD], dtype=tl.float32)
+        for iy in range(iy_lo, iy_hi):
+            r = iy + dy
+            for x0 in range(0, ws, BX):
+                ix = x0 + tl.arange(0, BX)
+                c = ix[:, None] + k[None, :] - (ws - 1)
+                in_x = ix < ws
+                ok = in_x[:, None] & (c >= 0) & (c < wt) & (k < ndx)[None, :]
+                i = iy * ws + ix
+                j = r * wt + c
+                v = tl.load(v_ptr + i.to(tl.int64)[:, None] * m + j, mask=ok, other=0.0)
+                if IS_PLAN:
+                    ai = tl.load(a_ptr + i, mask=in_x, other=0.0)
+                    bj = tl.load(b_ptr + j, mask=ok, other=0.0)
+                    v = ((v * ai[:, None]) * bj) * nv
+                    v = _power(tl.maximum(v, 0.0), exp2, POW)
+                if MASKED:
+                    sv = tl.load(src_valid_ptr + i, mask=in_x, other=0)
+                    tv = tl.load(trg_valid_ptr + j, mask=ok, other=0)
+                    ok = ok & (sv != 0)[:, None] & (tv != 0)
+                acc += tl.sum(tl.where(ok, v, 0.0), axis=0)
+        tl.store(d_ptr + k, acc, mask=k < ndx)
+
+
+#: Largest tile of the displacement-histogram pass: 32 source columns x 256 column offsets
+#: (smaller grids take the next powers of two above their sizes).
+SHIFT_X = 32
+SHIFT_D = 256
+
+
+def shift_hist(V: torch.Tensor, a: torch.Tensor | None, b: torch.Tensor | None, nv: float,
+               exp2: float, src_valid: torch.Tensor, trg_valid: torch.Tensor,
+               src_hw: tuple[int, int], trg_hw: tuple[int, int], *, masked: bool) -> torch.Tensor:
+    """``[S x (hs + ht - 1) x (ws + wt - 1)]`` displacement histograms of ``S`` candidates.
+
+    ``V`` is ``[S x n x m]``: the Gibbs kernels (``a``, ``b`` given: the votes are the plans'
+    ``max(((K a_i) b_j) nv, 0) ** exp2``) or the votes themselves. Entry ``[dy, dx]`` sums
+    the votes of the pairs whose target cell is ``(dy, dx)`` grid cells from the source cell
+    (indices offset by ``hs - 1`` and ``ws - 1``).
+    """
+    S = V.shape[0]
+    (hs, ws), (ht, wt) = src_hw, trg_hw
+    ndy, ndx = hs + ht - 1, ws + wt - 1
+    D = torch.empty(S, ndy, ndx, device=V.device)
+    plan = a is not None and b is not None
+    _shift_hist_kernel[(ndy, S)](
+        V, a if a is not None else V, b if b is not None else V, src_valid, trg_valid, D, hs,
+        ws, ht, wt, ndx, float(nv), float(exp2), IS_PLAN=plan, MASKED=masked,
+        POW=power_code(exp2) if plan else 1, BX=min(SHIFT_X, triton.next_power_of_2(ws)),
+        BD=min(SHIFT_D, triton.next_power_of_2(ndx)),
+    )
+    return D
+
+
 def _grid(n: int, m: int) -> tuple[int, int]:
     return triton.cdiv(n, BLOCK_I), triton.cdiv(m, BLOCK_J)
 
