@@ -210,18 +210,21 @@ def _plan_hist_kernel(k_ptr, mu_ptr, b_ptr, a_ptr, src_valid_ptr, trg_valid_ptr,
                        keep_i, nx, xt, yt, wt)
 
 
-@triton.jit(do_not_specialize=["hs", "ws", "ht", "wt", "ndx"])
+@triton.jit(do_not_specialize=["hs", "ws", "ht", "wt", "ndx", "nxb"])
 def _shift_hist_kernel(v_ptr, a_ptr, b_ptr, src_valid_ptr, trg_valid_ptr, d_ptr, hs, ws, ht,
-                       wt, ndx, nv, exp2, IS_PLAN: tl.constexpr, MASKED: tl.constexpr,
+                       wt, ndx, nxb, nv, exp2, IS_PLAN: tl.constexpr, MASKED: tl.constexpr,
                        POW: tl.constexpr, BX: tl.constexpr, BD: tl.constexpr):
-    # Program (dy, candidate): the votes of every (source, target) pair whose grid offset
-    # (target row - source row) is dy, summed per column offset dx = target col - source
-    # col, i.e. row dy of the displacement histogram D[dy, dx]. For a fixed source row iy
-    # the pairs of offset (dy, dx) form a skewed band of the [ws x wt] block of V between
-    # source grid row iy and target grid row iy + dy: loaded as [source col x dx] tiles
-    # (each tile row a contiguous run of one V row) and summed over source columns. Every
-    # vote is read once and no atomic add is needed.
-    cand = tl.program_id(1).to(tl.int64)
+    # Program (dy, source column block, candidate): the votes of every (source, target) pair
+    # whose grid offset (target row - source row) is dy and whose source column is in the
+    # block, summed per column offset dx = target col - source col: the block's part of row
+    # dy of the displacement histogram D[dy, dx]. For a source row iy, the pairs of the
+    # block with offsets (dy, dx) form a skewed band of the block of V between source grid
+    # row iy and target grid row iy + dy: loaded as [source col x dx] tiles (each tile row
+    # a contiguous run of one V row, shifted by one per row) and summed over source
+    # columns. Every vote is read once, no atomic add is needed, and the result does not
+    # depend on the order programs run in.
+    cand = tl.program_id(2).to(tl.int64)
+    xb = tl.program_id(1)
     n = hs.to(tl.int64) * ws
     m = ht.to(tl.int64) * wt
     ndy = hs + ht - 1
@@ -229,39 +232,40 @@ def _shift_hist_kernel(v_ptr, a_ptr, b_ptr, src_valid_ptr, trg_valid_ptr, d_ptr,
     a_ptr += cand * n
     b_ptr += cand * m
     dy = tl.program_id(0) - (hs - 1)
-    d_ptr += (cand * ndy + tl.program_id(0)) * ndx
+    d_ptr += ((cand * nxb + xb) * ndy + tl.program_id(0)) * ndx
     iy_lo = tl.maximum(0, -dy)
     iy_hi = tl.minimum(hs, ht - dy)
-    for k0 in range(0, ndx, BD):
-        k = k0 + tl.arange(0, BD)
+    x0 = xb * BX
+    ix = x0 + tl.arange(0, BX)
+    in_x = ix < ws
+    # The block's offsets k = dx + ws - 1 start at ws - 1 - (x0 + BX - 1).
+    kstart = ws - x0 - BX
+    for kb in range(0, wt + BX - 1, BD):
+        k = kstart + kb + tl.arange(0, BD)
+        c = ix[:, None] + k[None, :] - (ws - 1)
+        ok0 = in_x[:, None] & (c >= 0) & (c < wt)
         acc = tl.zeros([BD], dtype=tl.float32)
         for iy in range(iy_lo, iy_hi):
-            r = iy + dy
-            for x0 in range(0, ws, BX):
-                ix = x0 + tl.arange(0, BX)
-                c = ix[:, None] + k[None, :] - (ws - 1)
-                in_x = ix < ws
-                ok = in_x[:, None] & (c >= 0) & (c < wt) & (k < ndx)[None, :]
-                i = iy * ws + ix
-                j = r * wt + c
-                v = tl.load(v_ptr + i.to(tl.int64)[:, None] * m + j, mask=ok, other=0.0)
-                if IS_PLAN:
-                    ai = tl.load(a_ptr + i, mask=in_x, other=0.0)
-                    bj = tl.load(b_ptr + j, mask=ok, other=0.0)
-                    v = ((v * ai[:, None]) * bj) * nv
-                    v = _power(tl.maximum(v, 0.0), exp2, POW)
-                if MASKED:
-                    sv = tl.load(src_valid_ptr + i, mask=in_x, other=0)
-                    tv = tl.load(trg_valid_ptr + j, mask=ok, other=0)
-                    ok = ok & (sv != 0)[:, None] & (tv != 0)
-                acc += tl.sum(tl.where(ok, v, 0.0), axis=0)
-        tl.store(d_ptr + k, acc, mask=k < ndx)
+            i = iy * ws + ix
+            j = (iy + dy) * wt + c
+            ok = ok0
+            v = tl.load(v_ptr + i.to(tl.int64)[:, None] * m + j, mask=ok, other=0.0)
+            if IS_PLAN:
+                ai = tl.load(a_ptr + i, mask=in_x, other=0.0)
+                bj = tl.load(b_ptr + j, mask=ok, other=0.0)
+                v = ((v * ai[:, None]) * bj) * nv
+                v = _power(tl.maximum(v, 0.0), exp2, POW)
+            if MASKED:
+                sv = tl.load(src_valid_ptr + i, mask=in_x, other=0)
+                tv = tl.load(trg_valid_ptr + j, mask=ok, other=0)
+                ok = ok & (sv != 0)[:, None] & (tv != 0)
+            acc += tl.sum(tl.where(ok, v, 0.0), axis=0)
+        tl.store(d_ptr + k, acc, mask=(k >= 0) & (k < ndx))
 
 
-#: Largest tile of the displacement-histogram pass: 32 source columns x 256 column offsets
-#: (smaller grids take the next powers of two above their sizes).
-SHIFT_X = 32
-SHIFT_D = 256
+#: Tile of the displacement-histogram pass: 8 source columns x up to 128 column offsets.
+SHIFT_X = 8
+SHIFT_D = 128
 
 
 def shift_hist(V: torch.Tensor, a: torch.Tensor | None, b: torch.Tensor | None, nv: float,
@@ -277,15 +281,18 @@ def shift_hist(V: torch.Tensor, a: torch.Tensor | None, b: torch.Tensor | None, 
     S = V.shape[0]
     (hs, ws), (ht, wt) = src_hw, trg_hw
     ndy, ndx = hs + ht - 1, ws + wt - 1
-    D = torch.empty(S, ndy, ndx, device=V.device)
+    bx = min(SHIFT_X, triton.next_power_of_2(ws))
+    nxb = triton.cdiv(ws, bx)
+    # Each column block writes its window of offsets; the blocks' parts are summed after.
+    part = torch.zeros(S, nxb, ndy, ndx, device=V.device)
     plan = a is not None and b is not None
-    _shift_hist_kernel[(ndy, S)](
-        V, a if a is not None else V, b if b is not None else V, src_valid, trg_valid, D, hs,
-        ws, ht, wt, ndx, float(nv), float(exp2), IS_PLAN=plan, MASKED=masked,
-        POW=power_code(exp2) if plan else 1, BX=min(SHIFT_X, triton.next_power_of_2(ws)),
-        BD=min(SHIFT_D, triton.next_power_of_2(ndx)),
+    _shift_hist_kernel[(ndy, nxb, S)](
+        V, a if a is not None else V, b if b is not None else V, src_valid, trg_valid, part, hs,
+        ws, ht, wt, ndx, nxb, float(nv), float(exp2), IS_PLAN=plan, MASKED=masked,
+        POW=power_code(exp2) if plan else 1, BX=bx,
+        BD=min(SHIFT_D, triton.next_power_of_2(wt + bx - 1)),
     )
-    return D
+    return part.sum(1)
 
 
 def _grid(n: int, m: int) -> tuple[int, int]:
