@@ -34,6 +34,11 @@ from scotsearch.transfer import keypoint_rows
 from scotsearch.transfer import transfer_from_best
 
 
+#: How the Hough histogram is summed where the bins depend on the grid offset alone:
+#: ``shift`` (the displacement histogram, no atomic adds) or ``atomic`` (every vote added to
+#: its bin inside the vote pass, as for any other geometry).
+HISTOGRAM = "shift"
+
 #: Bytes of device memory one batch of children's ``[c x n x m]`` buffer may take, at most
 #: a quarter of what is free when the batch is planned.
 BATCH_BYTES = 8 << 30
@@ -290,7 +295,7 @@ def _batch(
     hist = torch.zeros(c, g.shape[0] * g.shape[1], device=dev) if match.rhm else None
     # With offset-only bins the histogram is summed from the displacement histogram;
     # otherwise every vote is added to its bin atomically inside the vote pass.
-    shift = hist is not None and g.disp is not None
+    shift = hist is not None and g.disp is not None and HISTOGRAM == "shift"
     scatter = None if shift else hist
     if match.similarity == "cos":
         for q, (k, t) in enumerate(batch):
