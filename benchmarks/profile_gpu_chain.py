@@ -96,8 +96,11 @@ def kernels_alone(S: int, dev: torch.device, hs: int = 57, ws: int = 75, ht: int
             kern.shift_hist(work, a, b, float(n), 1.0, geo.src_valid, geo.trg_valid, (hs, ws),
                             (ht, wt), masked=False), geo)
 
+    spare = torch.empty(n, m, device=dev)
+
     def copy() -> None:
-        work[1:].copy_(work[:-1])
+        for q in range(S):
+            spare.copy_(work[q])
 
     work.copy_(torch.rand(S, n, m, device=dev, generator=g))
 
