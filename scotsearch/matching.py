@@ -14,6 +14,7 @@ reference's upsample-then-dot.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -34,7 +35,15 @@ def interp_matrix(n_out: int, n_in: int, *, device: torch.device | str = "cpu") 
     """``[n_out x n_in]`` 1-D bilinear weights with align_corners=True (as the references).
 
     Position ``k`` of the output samples input position ``k * (n_in - 1) / (n_out - 1)``.
+    The result is memoised per sizes and device and shared between callers: read it, never
+    write to it. (Every layer term needs several; built afresh, with their copies to a GPU,
+    they were most of the CPU time of an evaluator call there.)
     """
+    return _interp_matrix(int(n_out), int(n_in), str(torch.device(device)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _interp_matrix(n_out: int, n_in: int, device: str) -> torch.Tensor:
     if n_in == 1:
         return torch.ones(n_out, 1, device=device)
     pos = torch.arange(n_out, dtype=torch.float64) * (n_in - 1) / max(n_out - 1, 1)
@@ -179,6 +188,7 @@ def subset_inverse_norms(
     return inv_s, inv_t
 
 
+@functools.lru_cache(maxsize=256)
 def source_taps(
     hw_in: tuple[int, int], hw_out: tuple[int, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,7 +199,7 @@ def source_taps(
         ``weights [H*W x 4]`` float32 ``(wy0, wy1, wx0, wx1)``: output cell (Y, X) is
         ``wx0 * (wy0 * f[y0,x0] + wy1 * f[y1,x0]) + wx1 * (wy0 * f[y0,x1] + wy1 * f[y1,x1])``,
         the weights being those of :func:`interp_matrix` (so the fused chain upsamples with
-        the eager path's float32 weights).
+        the eager path's float32 weights). Memoised (shared: read, never write).
     """
     (h, w), (H, W) = hw_in, hw_out
 

@@ -11,6 +11,7 @@ smoothing, the keypoint rows' argmax) runs once for the whole batch.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Hashable
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,9 +67,8 @@ def device_term(
     src_hw: tuple[int, int],
     trg_hw: tuple[int, int],
     device: torch.device,
-    taps: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]],
 ) -> DeviceTerm:
-    """The device chain's form of one layer's term (``taps``: a shape -> taps memo)."""
+    """The device chain's form of one layer's term."""
     fs, ft = f_src.to(device), f_trg.to(device)
     native = (int(fs.shape[-2]), int(fs.shape[-1]))
     identity = native == tuple(src_hw) and tuple(ft.shape[-2:]) == tuple(trg_hw)
@@ -79,16 +79,20 @@ def device_term(
         wts = torch.zeros(1, 4, device=device)
     else:
         dt = native_term(fs, ft, trg_hw)
-        if native not in taps:
-            r, w = source_taps(native, src_hw)
-            taps[native] = (r.to(device=device, dtype=torch.int32).contiguous(),
-                            w.to(device).contiguous())
-        rows, wts = taps[native]
+        rows, wts = _device_taps(native, tuple(src_hw), str(device))
     return DeviceTerm(
         dt=dt.contiguous(), rows=rows, wts=wts, identity=identity,
         sq_src=upsampled_sq_norms_separable(fs, src_hw),
         sq_trg=upsampled_sq_norms_separable(ft, trg_hw),
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _device_taps(native: tuple[int, int], src_hw: tuple[int, int],
+                 device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    # Memoised on the device: built and copied once per shape, not once per pair and layer.
+    r, w = source_taps(native, src_hw)
+    return r.to(device=device, dtype=torch.int32).contiguous(), w.to(device).contiguous()
 
 
 def default_budget(device: torch.device) -> int:
@@ -203,13 +207,12 @@ def score_group_device(
     layer_order = sorted({l for s in group for l in s})
     src_hw, trg_hw = (src_grid.h, src_grid.w), (trg_grid.h, trg_grid.w)
     n, m = src_grid.n, trg_grid.n
-    taps: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
     terms: dict[int, DeviceTerm] = {}
     for l in layer_order:
         key = (pair_key, l, src_hw, trg_hw)
         term = store.get(key) if store is not None and pair_key is not None else None
         if term is None:
-            term = device_term(src_layers[l], trg_layers[l], src_hw, trg_hw, device, taps)
+            term = device_term(src_layers[l], trg_layers[l], src_hw, trg_hw, device)
             if store is not None and pair_key is not None:
                 store.put(key, term)
         terms[l] = term
