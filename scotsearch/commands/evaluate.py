@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
@@ -17,6 +18,9 @@ from scotsearch._io import check_destination
 from scotsearch._version import __version__
 from scotsearch.commands import common
 from scotsearch.config import RunConfig
+from scotsearch.details import RecordingSource
+from scotsearch.details import pair_details
+from scotsearch.details import split_statistics
 from scotsearch.errors import ConfigError
 from scotsearch.evaluate import Evaluator
 from scotsearch.layers import format_layers
@@ -95,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     if args.layers is None:
         args.layers = format_layers(published_layers(dataset.name, args.backbone))
     layers = parse_layers(args.layers, args.backbone)
-    source = common.feature_source(args, device)
+    # The wrapper notes each image's resize ratio: predictions in original pixels need it.
+    source = RecordingSource(common.feature_source(args, device))
     desc = source.describe()
     if cfg is not None and cfg.weights_digest and cfg.weights_digest != desc.get("weights_digest"):
         log.warning("the config was scored with weights %s…; these are %s…",
@@ -107,15 +112,23 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with tqdm(total=len(dataset.pairs), desc="evaluate", unit="pair", leave=False,
               disable=None) as bar:
-        scores = evaluator.score([layers], progress=bar.update)
+        preds: list[list[np.ndarray | None]] = []
+        scores = evaluator.score([layers], progress=bar.update, predictions=preds)
     elapsed = time.perf_counter() - t0
     summary = summarize(scores, dataset)
     print(f"{dataset.name}/{dataset.split}  {args.backbone}  layers {format_layers(layers)}  "
           f"{match.variant}  thres {evaluator.thres}  ({elapsed:.1f} s)")
     print(format_summary(summary))
     if args.output is not None:
-        pairs = [dataset.pairs[i] for i in scores.pair_index]
+        geo = source.geometry
+        details = [
+            pair_details(p, pred, geo[str(p.src_path)], geo[str(p.trg_path)],
+                         thres=evaluator.thres, alphas=evaluator.alphas)
+            for p, pred in zip((dataset.pairs[i] for i in scores.pair_index), preds[0])
+            if pred is not None
+        ]
         payload = {
+            "kind": "scotsearch-evaluation",
             "scotsearch_version": __version__,
             "produced_by": {**desc, "device": str(device)},
             "dataset": {"name": dataset.name, "split": dataset.split, "root": str(dataset.root)},
@@ -127,17 +140,11 @@ def run(args: argparse.Namespace) -> int:
             "engine": evaluator.engine_used or evaluator.engine,
             "environment": environment(),
             "thres": evaluator.thres,
+            "alphas": list(evaluator.alphas),
             "summary": summary,
+            "statistics": split_statistics(details, evaluator.alphas, evaluator.thres),
             "seconds": elapsed,
-            "pairs": [
-                {
-                    "pair_id": p.pair_id,
-                    "category": p.category,
-                    "n_kps": int(scores.n_kps[k]),
-                    "pck": scores.pck[0, :, k].tolist(),
-                }
-                for k, p in enumerate(pairs)
-            ],
+            "pairs": details,
         }
         _write_json_atomic(args.output, payload)
         print(f"wrote {args.output}")
