@@ -13,6 +13,8 @@ from scotsearch.data.pairs import Pair
 from scotsearch.details import ImageGeometry
 from scotsearch.details import pair_details
 from scotsearch.details import split_statistics
+from scotsearch.tps import fit_tps
+from scotsearch.tps import warp_image
 
 
 # --- statistics against a hand-computed example ---------------------------------------------
@@ -122,3 +124,56 @@ def test_evaluate_output_records_per_pair_and_split_fields(tmp_path, monkeypatch
         dist = np.linalg.norm(np.array(p["pred_kps"]) - pair.trg_kps, axis=1)
         assert p["distance"] == pytest.approx(dist.tolist())
         assert p["n_src_points"] == pair.n_kps and 1 <= p["n_unique_matches"] <= pair.n_kps
+
+
+# --- thin-plate spline -----------------------------------------------------------------------
+
+def _blobs(points: np.ndarray, hw: tuple[int, int], sigma: float = 1.5) -> np.ndarray:
+    ys, xs = np.mgrid[0 : hw[0], 0 : hw[1]]
+    img = np.zeros(hw)
+    for x, y in points:
+        img += np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma**2))
+    return img
+
+
+def test_tps_maps_source_keypoints_onto_predictions():
+    rng = np.random.default_rng(0)
+    src = np.array([[20, 20], [80, 25], [50, 50], [25, 70], [75, 72], [50, 15]], dtype=float)
+    pred = src + rng.uniform(-6, 6, size=src.shape) + [4, -3]
+    assert np.abs(fit_tps(src, pred)(src) - pred).max() < 0.5
+    # the image: a blob at each source keypoint is drawn at its predicted position
+    warped, inside = warp_image(_blobs(src, (90, 100)), src, pred, (90, 100))
+    ys, xs = np.mgrid[0:90, 0:100]
+    for x, y in pred:
+        win = (np.abs(xs - x) <= 3) & (np.abs(ys - y) <= 3)
+        w = warped * win
+        centre = np.array([(w * xs).sum(), (w * ys).sum()]) / w.sum()
+        assert np.hypot(*(centre - [x, y])) < 0.5
+    assert inside.any()
+
+
+def test_tps_is_the_identity_for_identical_keypoints():
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, size=(40, 60, 3), dtype=np.uint8)
+    kps = np.array([[5.0, 5.0], [50, 8], [30, 30], [10, 35], [55, 33]])
+    warped, inside = warp_image(img, kps, kps, (40, 60))
+    assert inside.all() and np.array_equal(warped, img)
+    grid = np.stack(np.meshgrid(np.arange(60.0), np.arange(40.0)), -1).reshape(-1, 2)
+    assert np.abs(fit_tps(kps, kps)(grid) - grid).max() < 1e-6
+
+
+@pytest.mark.parametrize("src", [
+    np.zeros((0, 2)),                                    # no point: identity
+    np.array([[3.0, 4.0]]),                              # one: translation
+    np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]),      # collinear
+    np.array([[1.0, 1.0], [1.0, 1.0], [5.0, 2.0], [2.0, 7.0]]),  # a repeated point
+    np.array([[1.0, 1.0], [np.nan, 2.0], [5.0, 2.0], [2.0, 7.0]]),  # a missing prediction
+])
+def test_tps_degenerate_points_give_a_finite_warp(src):
+    dst = src + 2.0
+    img = np.full((12, 12), 7, dtype=np.uint8)
+    warped, _ = warp_image(img, src, dst, (12, 12))
+    assert warped.shape == (12, 12) and warped.dtype == np.uint8
+    f = fit_tps(src, dst)
+    keep = np.isfinite(src).all(1)
+    assert np.abs(f(src[keep]) - dst[keep]).max(initial=0) < 0.5
