@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from scotsearch import cli
 from scotsearch.data.pairs import Pair
@@ -177,3 +182,172 @@ def test_tps_degenerate_points_give_a_finite_warp(src):
     f = fit_tps(src, dst)
     keep = np.isfinite(src).all(1)
     assert np.abs(f(src[keep]) - dst[keep]).max(initial=0) < 0.5
+
+
+# --- scotsearch report on demo pairs ---------------------------------------------------------
+
+def _fake_result(root: Path, n_pairs: int = 6) -> dict:
+    """An evaluation result over demo test pairs, the k-th pair's predictions further off."""
+    from scotsearch.data import load_dataset
+    from scotsearch.data.images import image_size
+    from scotsearch.details import split_statistics as stats
+
+    ds = load_dataset("demo", root, "test")
+    rng = np.random.default_rng(0)
+    details = []
+    for k, pair in enumerate(ds.pairs[:n_pairs]):
+        geo = {p: ImageGeometry(0.5, image_size(p)) for p in (pair.src_path, pair.trg_path)}
+        angle = rng.uniform(0, 2 * np.pi, size=pair.n_kps)
+        thr = float(max(pair.trg_bbox[2:] - pair.trg_bbox[:2]))
+        off = thr * rng.uniform(0, 0.06 * (k + 1), size=(pair.n_kps, 1))  # more wrong with k
+        pred = pair.trg_kps + off * np.stack([np.cos(angle), np.sin(angle)], 1)
+        details.append(pair_details(pair, pred * 0.5, geo[pair.src_path], geo[pair.trg_path],
+                                    thres="bbox", alphas=(0.1,)))
+    return {
+        "kind": "scotsearch-evaluation", "scotsearch_version": "test",
+        "produced_by": {"backbone": "resnet50", "weights": "random", "weights_digest": "ab" * 32,
+                        "device": "cpu"},
+        "dataset": {"name": "demo", "split": "test", "root": str(ds.root)},
+        "layers": [0, 11, 12, 13], "match": {"variant": "ot-rhm-stair"}, "compat": "scot",
+        "image_side": 300, "thres": "bbox", "alphas": [0.1],
+        "statistics": stats(details, (0.1,), "bbox"), "pairs": details,
+    }
+
+
+@pytest.fixture(scope="module")
+def demo_report(tmp_path_factory):
+    from scotsearch.data.demo import ensure_demo
+
+    base = tmp_path_factory.mktemp("report")
+    ensure_demo(base / "demo", seed=0)
+    result = _fake_result(base / "demo")
+    (base / "eval.json").write_text(json.dumps(result))
+    assert cli.main(["-q", "report", str(base / "eval.json"), "-o", str(base / "out")]) == 0
+    return result, base / "out"
+
+
+def test_report_draws_the_asked_pairs_at_their_size(demo_report):
+    from scotsearch.figures import CURVE_SIZE
+    from scotsearch.figures import TRANSFER_SIZE
+    from scotsearch.figures import WARP_SIZE
+
+    result, out = demo_report
+    pck = [p["pck"][0] for p in result["pairs"]]
+    assert len(set(pck)) > 3  # best, median and worst are three different pairs
+    pngs = sorted(f.name for f in out.iterdir() if f.suffix == ".png")
+    assert len(pngs) == 1 + 2 * 3, pngs  # the curve, then transfer + warp per pair
+    order = np.argsort(-np.array(pck), kind="stable")
+    for k in (order[0], order[(len(order) - 1) // 2], order[-1]):
+        stem = "pair_" + re.sub(r"[^0-9A-Za-z_-]", "_", result["pairs"][k]["pair_id"])
+        with Image.open(out / f"{stem}_transfer.png") as im:
+            assert im.size == TRANSFER_SIZE
+        with Image.open(out / f"{stem}_warp.png") as im:
+            assert im.size == WARP_SIZE
+            assert np.asarray(im.convert("L")).std() > 10  # a picture, not a blank frame
+    with Image.open(out / "alpha_curve.png") as im:
+        assert im.size == CURVE_SIZE
+
+
+def _linked_images(page: Path) -> list[str]:
+    return re.findall(r"<img [^>]*src=\"([^\"]+)\"", page.read_text(encoding="utf-8"))
+
+
+def test_report_page_links_only_existing_local_images(demo_report):
+    result, out = demo_report
+    page = out / "index.html"
+    text = page.read_text(encoding="utf-8")
+    links = _linked_images(page)
+    assert len(links) == 7 and all((out / src).is_file() for src in links)
+    assert "http://" not in text and "https://" not in text and "<script" not in text
+    assert "ab" * 32 in text and "resnet50" in text  # what produced it
+    for cat in result["statistics"]["per_category"]:
+        assert f"<td>{cat}</td>" in text
+    assert not [f for f in out.parent.iterdir() if f.name.startswith(".")]  # no temporaries
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_report_page_renders_in_headless_chromium(demo_report, tmp_path):
+    _, out = demo_report
+    shot = tmp_path / "shot.png"
+    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
+           "--disable-background-networking", "--no-first-run",
+           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+           "--window-size=1000,1600", "--hide-scrollbars",
+           (out / "index.html").resolve().as_uri()]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "HOME": str(tmp_path)})
+    assert shot.is_file(), run.stderr[-2000:]
+    with Image.open(shot) as im:
+        assert im.size == (1000, 1600)
+        pixels = np.asarray(im.convert("RGB"))
+    # not blank: text, tables and photographs give many colours and a real spread
+    assert pixels.std() > 20
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 500
+
+
+# --- bad input: one line, exit 2, nothing written --------------------------------------------
+
+def _no_leftovers(folder: Path, before: set[str]) -> bool:
+    return {f.name for f in folder.iterdir()} == before
+
+
+@pytest.mark.parametrize("case", ["missing", "not-json", "wrong-kind", "old-evaluate",
+                                  "unknown-pair", "missing-image", "output-under-a-file",
+                                  "output-holds-other-files"])
+def test_report_bad_input_is_one_line_and_writes_nothing(case, tmp_path, capsys, demo_report):
+    result, _ = demo_report
+    src = tmp_path / "eval.json"
+    out = tmp_path / "rep"
+    argv = ["report", str(src), "-o", str(out)]
+    expect = {"missing": "does not exist", "not-json": "not a JSON file",
+              "wrong-kind": "not a result of 'scotsearch evaluate --output'",
+              "old-evaluate": "not a result of", "unknown-pair": "no pair 'nope'",
+              "missing-image": "is missing", "output-under-a-file": "cannot be written",
+              "output-holds-other-files": "holds something else"}[case]
+    if case != "missing":
+        src.write_text(json.dumps(result))
+    if case == "not-json":
+        src.write_text("{not json")
+    elif case == "wrong-kind":
+        src.write_text(json.dumps({"kind": "beam-study", "pairs": []}))
+    elif case == "old-evaluate":  # an evaluate --output of before this version
+        src.write_text(json.dumps({"summary": {}, "pairs": [{"pair_id": "1", "pck": [1.0]}]}))
+    elif case == "unknown-pair":
+        argv += ["--pairs", "best,nope"]
+    elif case == "missing-image":
+        broken = json.loads(json.dumps(result))
+        broken["pairs"][-1]["trg_image"] = str(tmp_path / "gone.jpg")
+        broken["pairs"][-1]["pck"] = [-1.0]  # the worst: drawn by default
+        src.write_text(json.dumps(broken))
+    elif case == "output-under-a-file":
+        (tmp_path / "f").write_text("x")
+        argv[-1] = str(tmp_path / "f" / "rep")
+    elif case == "output-holds-other-files":
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+    before = {f.name for f in tmp_path.iterdir()}
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("scotsearch: error: ") and expect in err, err
+    assert _no_leftovers(tmp_path, before)
+    if case == "output-holds-other-files":
+        assert [f.name for f in out.iterdir()] == ["notes.txt"]
+    elif case != "output-under-a-file":
+        assert not out.exists()
+
+
+def test_report_replaces_an_earlier_report(demo_report, tmp_path):
+    result, _ = demo_report
+    src = tmp_path / "eval.json"
+    src.write_text(json.dumps(result))
+    out = tmp_path / "rep"
+    out.mkdir()
+    (out / "index.html").write_text("old")
+    (out / "stale.png").write_text("old")
+    pair = result["pairs"][0]["pair_id"]
+    assert cli.main(["-q", "report", str(src), "-o", str(out), "--pairs", pair]) == 0
+    assert not (out / "stale.png").exists() and len(_linked_images(out / "index.html")) == 3
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["eval.json", "rep"]
