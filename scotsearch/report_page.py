@@ -138,10 +138,18 @@ def write_report(
     for _, k in chosen:  # every image the figures need, before anything is drawn
         for key in ("src_image", "trg_image"):
             _image_path(result["pairs"][k][key], json_path.parent)
+    publish_folder(out, lambda tmp: build_page(result, tmp, chosen, source=json_path,
+                                               progress=progress))
+    return out / INDEX
+
+
+def publish_folder(out: Path, build: Callable[[Path], None]) -> None:
+    """Run ``build`` on a new temporary folder next to ``out``, then rename it to ``out``
+    (replacing an earlier report there); on any failure remove it and re-raise."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=tmp_name(out), dir=out.parent))
     try:
-        build_page(result, tmp, chosen, source=json_path, progress=progress)
+        build(tmp)
         os.chmod(tmp, 0o755)
         old = None
         if out.exists():
@@ -153,7 +161,6 @@ def write_report(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out / INDEX
 
 
 def _image_path(path_text: str, base: Path) -> Path:
@@ -198,16 +205,18 @@ def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
 
 
-def _e(v: Any) -> str:
+def esc(v: Any) -> str:
+    """``v`` as HTML text."""
     return html.escape(str(v))
 
 
-def _pcks(vals: Sequence[float]) -> str:
+def pck_cells(vals: Sequence[float]) -> str:
     return "".join(f"<td>{v:.2f}</td>" for v in vals)
 
 
-def _table(head: Sequence[str], rows: Sequence[str]) -> str:
-    th = "".join(f"<th>{_e(h)}</th>" for h in head)
+def html_table(head: Sequence[str], rows: Sequence[str]) -> str:
+    """A table with the header cells ``head`` and ready-made ``<tr>`` rows."""
+    th = "".join(f"<th>{esc(h)}</th>" for h in head)
     return f"<table><tr>{th}</tr>{''.join(rows)}</table>"
 
 
@@ -216,11 +225,11 @@ def _pair_section(label: str, pair: dict[str, Any], stem: str, alphas: list[floa
     dist = [d for d in pair.get("distance", []) if d is not None]
     extra = f", median distance {np.median(dist):.1f} px" if dist else ""
     return (
-        f"<h3>{_e(what)}: pair {_e(pair['pair_id'])} ({_e(pair['category'])}), "
-        f"PCK@{alphas[0]:g} {100 * pair['pck'][0]:.1f}{_e(extra)}</h3>"
+        f"<h3>{esc(what)}: pair {esc(pair['pair_id'])} ({esc(pair['category'])}), "
+        f"PCK@{alphas[0]:g} {100 * pair['pck'][0]:.1f}{esc(extra)}</h3>"
         f"<img src=\"{stem}_transfer.png\" alt=\"keypoint transfer of pair "
-        f"{_e(pair['pair_id'])}\">"
-        f"<img src=\"{stem}_warp.png\" alt=\"TPS warp of pair {_e(pair['pair_id'])}\">"
+        f"{esc(pair['pair_id'])}\">"
+        f"<img src=\"{stem}_warp.png\" alt=\"TPS warp of pair {esc(pair['pair_id'])}\">"
     )
 
 
@@ -238,30 +247,30 @@ def _page(result: dict[str, Any], alphas: list[float], sections: list[str], sour
     title = (f"scotsearch evaluation: {ds.get('name', '?')}/{ds.get('split', '?')}, "
              f"{produced.get('backbone', '?')}, layers "
              f"{','.join(str(v) for v in result.get('layers', []))}")
-    overall = _table(["", "pairs", "keypoints", *heads], [
+    overall = html_table(["", "pairs", "keypoints", *heads], [
         f"<tr><td>all</td><td>{stats['n_pairs']}</td><td>{stats['n_kps']}</td>"
-        f"{_pcks(stats['pck_per_image'])}{_pcks(stats['pck_per_point'])}</tr>",
+        f"{pck_cells(stats['pck_per_image'])}{pck_cells(stats['pck_per_point'])}</tr>",
         f"<tr><td>category mean, unweighted</td><td></td><td></td>"
-        f"{_pcks(stats['category_mean']['unweighted'])}{_pcks([float('nan')] * len(alphas))}"
-        "</tr>",
+        f"{pck_cells(stats['category_mean']['unweighted'])}"
+        f"{pck_cells([float('nan')] * len(alphas))}</tr>",
         f"<tr><td>category mean, weighted by pairs</td><td></td><td></td>"
-        f"{_pcks(stats['category_mean']['weighted_by_pairs'])}"
-        f"{_pcks([float('nan')] * len(alphas))}</tr>",
+        f"{pck_cells(stats['category_mean']['weighted_by_pairs'])}"
+        f"{pck_cells([float('nan')] * len(alphas))}</tr>",
     ]).replace("<td>nan</td>", "<td></td>")
-    cats = _table(["category", "pairs", "keypoints", *heads], [
-        f"<tr><td>{_e(c)}</td><td>{s['n_pairs']}</td><td>{s['n_kps']}</td>"
-        f"{_pcks(s['pck_per_image'])}{_pcks(s['pck_per_point'])}</tr>"
+    cats = html_table(["category", "pairs", "keypoints", *heads], [
+        f"<tr><td>{esc(c)}</td><td>{s['n_pairs']}</td><td>{s['n_kps']}</td>"
+        f"{pck_cells(s['pck_per_image'])}{pck_cells(s['pck_per_point'])}</tr>"
         for c, s in stats["per_category"].items()
     ])
     factor_rows = [
-        f"<tr><td>{_e(f.replace('_variation', ''))}: {_e(level)}</td><td>{s['n_pairs']}</td>"
-        f"<td>{s['n_kps']}</td>{_pcks(s['pck_per_image'])}{_pcks(s['pck_per_point'])}</tr>"
+        f"<tr><td>{esc(f.replace('_variation', ''))}: {esc(level)}</td><td>{s['n_pairs']}</td>"
+        f"<td>{s['n_kps']}</td>{pck_cells(s['pck_per_image'])}{pck_cells(s['pck_per_point'])}</tr>"
         for f, levels in stats.get("per_factor", {}).items() for level, s in levels.items()
     ]
-    factors = (_table(["factor: level", "pairs", "keypoints", *heads], factor_rows)
+    factors = (html_table(["factor: level", "pairs", "keypoints", *heads], factor_rows)
                if factor_rows else "<p>The pairs carry no variation factors.</p>")
     curve = stats["alpha_curve"]
-    curve_rows = [f"<tr><td>{a:g}</td>{_pcks([i, p])}</tr>" for a, i, p in
+    curve_rows = [f"<tr><td>{a:g}</td>{pck_cells([i, p])}</tr>" for a, i, p in
                   zip(curve["alphas"], curve["pck_per_image"], curve["pck_per_point"])]
     t3 = stats["table3"]
     proto = stats["protocol"]
@@ -283,26 +292,27 @@ def _page(result: dict[str, Any], alphas: list[float], sections: list[str], sour
         "environment": ", ".join(f"{k} {v}" for k, v in result.get("environment", {}).items()),
         "result file": str(source),
     }
-    produced_rows = [f"<tr><td>{_e(k)}</td><td style=\"text-align:left\">{_e(v)}</td></tr>"
+    produced_rows = [f"<tr><td>{esc(k)}</td><td style=\"text-align:left\">{esc(v)}</td></tr>"
                      for k, v in settings.items()]
     pair_rows = [
-        f"<tr><td>{_e(p['pair_id'])}</td><td>{_e(p['category'])}</td><td>{len(p['src_kps'])}"
-        f"</td><td>{p.get('n_unique_matches', '')}</td>{_pcks([100 * v for v in p['pck']])}</tr>"
+        f"<tr><td>{esc(p['pair_id'])}</td><td>{esc(p['category'])}</td><td>{len(p['src_kps'])}"
+        f"</td><td>{p.get('n_unique_matches', '')}</td>"
+        f"{pck_cells([100 * v for v in p['pck']])}</tr>"
         for p in sorted(result["pairs"], key=lambda p: -p["pck"][0])
     ]
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
 <style>{STYLE}</style></head><body>
-<h1>{_e(title)}</h1>
-<p>PCK x 100. <b>Per image</b>: {_e(proto['pck_per_image'])} (HPF/SCOT's headline number).
-<b>Per point</b>: {_e(proto['pck_per_point'])}. A keypoint is correct if
-{_e(proto['correct_if'])}; threshold basis <code>{_e(proto['threshold_basis'])}</code>.</p>
+<h1>{esc(title)}</h1>
+<p>PCK x 100. <b>Per image</b>: {esc(proto['pck_per_image'])} (HPF/SCOT's headline number).
+<b>Per point</b>: {esc(proto['pck_per_point'])}. A keypoint is correct if
+{esc(proto['correct_if'])}; threshold basis <code>{esc(proto['threshold_basis'])}</code>.</p>
 <h2>Overall</h2>{overall}
 <h2>Per category</h2>{cats}
 <h2>Per variation factor (SPair-71k Table 2 layout)</h2>{factors}
 <h2>PCK over alpha</h2><img src="alpha_curve.png" alt="PCK over alpha">
-<details><summary>values</summary>{_table(['alpha', 'per image', 'per point'], curve_rows)}
-</details>
+<details><summary>values</summary>
+{html_table(['alpha', 'per image', 'per point'], curve_rows)}</details>
 <h2>Matches (SCOT Table 3)</h2>
 <p>Mean source points per pair {t3['src_points']:.2f}, mean unique target matches
 {t3['unique_matches']:.2f} (predictions closer than {proto['unique_match_tolerance_px']:g}
@@ -313,8 +323,8 @@ and red wrong at alpha {alphas[0]:g}. Below: the source warped onto the target b
 thin-plate spline through the source keypoints and the predicted ones.</p>
 {''.join(sections)}
 <details><summary>every pair, best first</summary>
-{_table(['pair', 'category', 'points', 'unique matches',
+{html_table(['pair', 'category', 'points', 'unique matches',
          *[f'PCK@{a:g}' for a in alphas]], pair_rows)}</details>
-<h2>What produced this result</h2>{_table(['', ''], produced_rows)}
+<h2>What produced this result</h2>{html_table(['', ''], produced_rows)}
 </body></html>
 """
