@@ -7,6 +7,7 @@ constants), so pages and tests know what they get.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,19 +30,22 @@ CORRECT = "#1a9850"
 WRONG = "#d73027"
 
 
-def _figure(size: tuple[int, int]) -> Figure:
+def figure(size: tuple[int, int]) -> Figure:
+    """A figure of ``size`` pixels (width, height) on its own Agg canvas."""
     fig = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig: Figure, path: Path) -> None:
-    """Write the figure as a 256-colour PNG: a third of the bytes of a full-colour one for
-    photographs, so a report with many pairs (and the README's figure) stays small."""
-    canvas = fig.canvas
-    assert isinstance(canvas, FigureCanvasAgg)
-    canvas.draw()
-    rgb = Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3])
+def save_figure(fig: Figure, path: Path) -> None:
+    """Write ``fig`` as a 256-colour PNG at its pixel size: a third of the bytes of a
+    full-colour one for photographs, so a report with many pairs (and the README's figure)
+    stays small."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=fig.dpi)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        rgb = im.convert("RGB")
     rgb.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG).save(
         path, format="PNG", optimize=True
     )
@@ -74,7 +78,7 @@ def transfer_figure(
     src, trg, pred = (_points(pair[k]) for k in ("src_kps", "trg_kps", "pred_kps"))
     ok = np.asarray(pair["correct"][alpha_index], dtype=bool)
     colours = np.where(ok, CORRECT, WRONG)
-    fig = _figure(TRANSFER_SIZE)
+    fig = figure(TRANSFER_SIZE)
     ax_s, ax_t = fig.subplots(1, 2)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.88, bottom=0.02, wspace=0.04)
     _show(ax_s, src_image, f"source ({len(src)} keypoints)")
@@ -91,7 +95,7 @@ def transfer_figure(
         f"pair {pair['pair_id']} ({pair['category']}): PCK@{alpha:g} = "
         f"{100 * pair['pck'][alpha_index]:.1f}   (circle: alpha x threshold)", fontsize=10,
     )
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _circle(centre: np.ndarray, radius: float, colour: str) -> Any:
@@ -116,14 +120,14 @@ def warp_figure(
     warped, inside = warp_image(src_image, src, pred, trg_image.shape[:2], fill=255)
     blend = trg_image.astype(np.float64)
     blend[inside] = 0.5 * blend[inside] + 0.5 * warped[inside]
-    fig = _figure(WARP_SIZE)
+    fig = figure(WARP_SIZE)
     axes = fig.subplots(1, 3)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.86, bottom=0.02, wspace=0.03)
     _show(axes[0], trg_image, "target")
     _show(axes[1], warped, "source, TPS-warped by the predictions")
     _show(axes[2], blend.astype(np.uint8), "blend")
     fig.suptitle(f"pair {pair['pair_id']} ({pair['category']})", fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def curve_figure(curve: dict[str, Any], path: Path, *, marks: Sequence[float] = ()) -> None:
@@ -134,7 +138,7 @@ def curve_figure(curve: dict[str, Any], path: Path, *, marks: Sequence[float] = 
         path: the PNG to write.
         marks: alphas to mark with a vertical line (the evaluated ones).
     """
-    fig = _figure(CURVE_SIZE)
+    fig = figure(CURVE_SIZE)
     ax = fig.subplots()
     fig.subplots_adjust(left=0.11, right=0.97, top=0.92, bottom=0.13)
     ax.plot(curve["alphas"], curve["pck_per_image"], marker="o", ms=3, label="per image")
@@ -148,4 +152,4 @@ def curve_figure(curve: dict[str, Any], path: Path, *, marks: Sequence[float] = 
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     ax.set_title("PCK over alpha", fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path)

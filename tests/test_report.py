@@ -351,3 +351,74 @@ def test_report_replaces_an_earlier_report(demo_report, tmp_path):
     assert cli.main(["-q", "report", str(src), "-o", str(out), "--pairs", pair]) == 0
     assert not (out / "stale.png").exists() and len(_linked_images(out / "index.html")) == 3
     assert sorted(f.name for f in tmp_path.iterdir()) == ["eval.json", "rep"]
+
+
+# --- scotsearch report --study ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory):
+    """A real beam study on synthetic pairs and a tune-like study written through Optuna."""
+    import optuna
+
+    from scotsearch.config import MatchConfig
+    from scotsearch.evaluate import Evaluator
+    from scotsearch.presets import get_profile
+    from scotsearch.search.beam_study import run_beam
+    from scotsearch.testing import SyntheticSource
+    from scotsearch.testing import synthetic_dataset
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('studies')}/s.db"
+    ds = synthetic_dataset(3, image_hw=(32, 48), n_kps=5, seed=2)
+    ev = Evaluator(ds, SyntheticSource("resnet50", informative=(1, 3), image_hw=(32, 48)),
+                   match=MatchConfig.from_variant("ot-rhm", eps=0.05, exp2=0.5),
+                   profile=get_profile("scot"))
+    run_beam(ev, study="b", storage=url, beam=2, max_layers=3, layers=range(5), chunk=4)
+    tune = optuna.create_study(study_name="t", storage=url, direction="maximize")
+    rng = np.random.default_rng(0)
+    for k in range(12):
+        eps, it = float(rng.uniform(0.01, 0.5)), int(rng.integers(1, 50))
+        pruned = k == 5
+        tune.add_trial(optuna.trial.create_trial(
+            params={"eps": eps, "n_iter": it},
+            distributions={"eps": optuna.distributions.FloatDistribution(0.005, 0.5, log=True),
+                           "n_iter": optuna.distributions.IntDistribution(1, 100)},
+            value=50 + 10 * np.sin(eps * 10) + it / 10,
+            user_attrs={"search": "tune", "layers": "1,3", "pruned": pruned,
+                        "pck": float("nan") if pruned else 50 + 10 * np.sin(eps * 10) + it / 10},
+        ))
+    return url
+
+
+def test_report_of_a_beam_study(studies, tmp_path):
+    from scotsearch.study_report import BEAM_SIZE
+
+    out = tmp_path / "beam"
+    assert cli.main(["-q", "report", "--study", "b", "--storage", studies, "-o", str(out)]) == 0
+    links = _linked_images(out / "index.html")
+    assert links == ["beam_depths.png"] and (out / links[0]).is_file()
+    with Image.open(out / "beam_depths.png") as im:
+        assert im.size == BEAM_SIZE
+    text = (out / "index.html").read_text()
+    assert "Lineage of the best" in text and "<td>3</td>" in text  # a row for depth 3
+
+
+def test_report_of_a_tune_study(studies, tmp_path):
+    out = tmp_path / "tune"
+    assert cli.main(["-q", "report", "--study", "t", "--storage", studies, "-o", str(out)]) == 0
+    links = _linked_images(out / "index.html")
+    assert links == ["history.png", "importances.png", "slices.png"]
+    assert all((out / name).is_file() for name in links)
+    assert "<td>n_iter</td>" not in (out / "index.html").read_text()  # a header, not a cell
+
+
+@pytest.mark.parametrize("argv, expect", [
+    (["--study", "nope"], "nope"),
+    ([], "not both"),
+    (["x.json", "--study", "b"], "not both"),
+])
+def test_report_study_bad_input(argv, expect, studies, tmp_path, capsys):
+    full = ["report", *argv, "--storage", studies, "-o", str(tmp_path / "r")]
+    assert cli.main(full) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expect in err, err
+    assert not (tmp_path / "r").exists()

@@ -6,16 +6,24 @@ import argparse
 import logging
 from pathlib import Path
 
+from scotsearch.errors import ConfigError
+
 
 HELP = "an HTML page with keypoint-transfer and TPS-warp figures for an evaluation result"
 log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("result", type=Path, help="a JSON written by 'scotsearch evaluate --output'")
+    p.add_argument("result", type=Path, nargs="?", default=None,
+                   help="a JSON written by 'scotsearch evaluate --output'")
+    p.add_argument("--study", default=None,
+                   help="report a beam or tune study instead (see `scotsearch studies`)")
+    p.add_argument("--storage", default=None,
+                   help="study storage of --study: SQLAlchemy URL, journal:FILE or FILE.log "
+                        "(default: $SCOTSEARCH_STORAGE, else sqlite:///studies/scotsearch.db)")
     p.add_argument("-o", "--output", type=Path, default=None,
                    help="report folder (index.html and its PNG figures; default: the "
-                        "result's name without .json, plus '-report')")
+                        "result's name without .json, or the study's name, plus '-report')")
     p.add_argument("--pairs", default="best,median,worst",
                    help="pairs to draw: pair ids and/or best, median, worst (by PCK at the "
                         "first alpha), comma-separated (default: best,median,worst)")
@@ -23,12 +31,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Here, not at the top: matplotlib is imported by this command only, not by every CLI call.
-    from scotsearch.report_page import write_report
+    import matplotlib
 
-    out = args.output
-    if out is None:
-        out = args.result.with_name(args.result.stem + "-report")
-    page = write_report(args.result, out, pairs=args.pairs,
-                        progress=lambda msg: log.info("drew %s", msg))
+    matplotlib.use("Agg")  # Optuna's plots go through pyplot: never a window
+    if (args.result is None) == (args.study is None):
+        raise ConfigError("give an evaluation result (RESULT.json) or --study NAME, not both")
+    say = lambda msg: log.info("drew %s", msg)  # noqa: E731
+    if args.study is not None:
+        from scotsearch.study import open_study
+        from scotsearch.study_report import write_study_report
+
+        out = args.output or Path(f"{args.study}-report")
+        study = open_study(args.study, args.storage, create=False)
+        page = write_study_report(study, out, progress=say)
+    else:
+        from scotsearch.report_page import write_report
+
+        out = args.output or args.result.with_name(args.result.stem + "-report")
+        page = write_report(args.result, out, pairs=args.pairs, progress=say)
     print(f"wrote {page}")
     return 0
