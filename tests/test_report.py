@@ -415,6 +415,7 @@ def test_report_of_a_tune_study(studies, tmp_path):
     (["--study", "nope"], "nope"),
     ([], "not both"),
     (["x.json", "--study", "b"], "not both"),
+    (["x.json", "--artifact-dir", "a"], "goes with --study"),
 ])
 def test_report_study_bad_input(argv, expect, studies, tmp_path, capsys):
     full = ["report", *argv, "--storage", studies, "-o", str(tmp_path / "r")]
@@ -422,3 +423,64 @@ def test_report_study_bad_input(argv, expect, studies, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and expect in err, err
     assert not (tmp_path / "r").exists()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str) -> bytes:
+    from urllib.request import urlopen
+
+    with urlopen(url, timeout=5) as resp:  # noqa: S310 - a localhost server of this test
+        return bytes(resp.read())
+
+
+def test_optuna_dashboard_serves_the_beam_study_and_its_artifacts(studies, tmp_path):
+    """A real optuna-dashboard, started on a free port, shows the note, trials and artifacts."""
+    import sys
+    import time
+
+    pytest.importorskip("optuna_dashboard")
+    exe = Path(sys.executable).parent / "optuna-dashboard"
+    if not exe.is_file():
+        pytest.skip("the optuna-dashboard script is not installed next to this Python")
+    art = tmp_path / "artifacts"
+    assert cli.main(["-q", "report", "--study", "b", "--storage", studies, "-o",
+                     str(tmp_path / "r"), "--artifact-dir", str(art)]) == 0
+    port = _free_port()
+    server = subprocess.Popen([str(exe), studies, "--artifact-dir", str(art), "--port",
+                               str(port), "--host", "127.0.0.1", "--quiet"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                listing = json.loads(_get(f"{base}/api/studies"))
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read() if server.stderr else ""
+                time.sleep(0.2)
+        else:
+            pytest.fail("optuna-dashboard did not answer within 20 s")
+        sid = next(s["study_id"] for s in listing["study_summaries"]
+                   if s["study_name"] == "b")
+        detail = json.loads(_get(f"{base}/api/studies/{sid}"))
+        assert len(detail["trials"]) == 17  # every beam candidate
+        assert "scotsearch beam study" in detail["note"]["body"]
+        names = sorted(a["filename"] for a in detail["artifacts"])
+        best = sorted(detail["best_trials"], key=lambda t: t["number"])[0]["number"]
+        assert names[:2] == ["beam_depths.png", "candidates.csv"] and len(names) == 5
+        assert f"trial-{best}-metrics.csv" in names
+        arts = {a["filename"]: a["artifact_id"] for a in detail["artifacts"]}
+        png = _get(f"{base}/artifacts/{sid}/{arts['beam_depths.png']}")
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        rows = _get(f"{base}/artifacts/{sid}/{arts['candidates.csv']}").decode().splitlines()
+        assert rows[0].startswith("trial,value,") and len(rows) == 1 + 17
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

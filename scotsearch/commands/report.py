@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", default=None,
                    help="study storage of --study: SQLAlchemy URL, journal:FILE or FILE.log "
                         "(default: $SCOTSEARCH_STORAGE, else sqlite:///studies/scotsearch.db)")
+    p.add_argument("--artifact-dir", type=Path, default=None,
+                   help="with --study: also save a note and upload the figures and candidate "
+                        "CSVs as Optuna artifacts here, for optuna-dashboard --artifact-dir")
     p.add_argument("-o", "--output", type=Path, default=None,
                    help="report folder (index.html and its PNG figures; default: the "
                         "result's name without .json, or the study's name, plus '-report')")
@@ -36,14 +39,28 @@ def run(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")  # Optuna's plots go through pyplot: never a window
     if (args.result is None) == (args.study is None):
         raise ConfigError("give an evaluation result (RESULT.json) or --study NAME, not both")
+    if args.artifact_dir is not None and args.study is None:
+        raise ConfigError("--artifact-dir goes with --study (Optuna artifacts belong to a study)")
     say = lambda msg: log.info("drew %s", msg)  # noqa: E731
     if args.study is not None:
         from scotsearch.study import open_study
         from scotsearch.study_report import write_study_report
 
         out = args.output or Path(f"{args.study}-report")
+        if args.artifact_dir is not None:
+            from scotsearch.dashboard import check_dashboard
+
+            check_dashboard()  # before the report is built, not after
         study = open_study(args.study, args.storage, create=False)
         page = write_study_report(study, out, progress=say)
+        if args.artifact_dir is not None:
+            from scotsearch.dashboard import publish_to_dashboard
+            from scotsearch.study_report import study_kind
+
+            ids = publish_to_dashboard(study, study_kind(study), out, args.artifact_dir,
+                                       args.storage or "(default)")
+            print(f"uploaded {len(ids)} artifact(s) to {args.artifact_dir} and a note: "
+                  f"optuna-dashboard STORAGE --artifact-dir {args.artifact_dir}")
     else:
         from scotsearch.report_page import write_report
 
