@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,6 +47,12 @@ def add_data_args(p: argparse.ArgumentParser, *, split: str | None) -> None:
     g.add_argument("--alpha", default="0.1",
                    help="PCK alpha, or a comma-separated list (default: 0.1)")
     g.add_argument("--max-pairs", type=int, default=None, help="use only the first N pairs")
+    g.add_argument("--per-category", type=int, default=None, metavar="N",
+                   help="a quick subset: N pairs of every category, drawn with --subset-seed "
+                        "(the same on every run; recorded in the study identity and outputs, "
+                        "so a subset study never resumes as a full one)")
+    g.add_argument("--subset-seed", type=int, default=0,
+                   help="seed of the --per-category draw (default 0)")
 
 
 def add_backbone_args(p: argparse.ArgumentParser) -> None:
@@ -197,13 +204,14 @@ def open_dataset(args: argparse.Namespace) -> Dataset:
     if args.dataset != "demo" and root is None:
         raise ConfigError(f"--dataset {args.dataset} needs --datapath pointing at its root folder")
     ds = load_dataset(args.dataset, root, args.split)
+    if getattr(args, "per_category", None) is not None:
+        from scotsearch.data.subsets import per_category
+
+        ds = per_category(ds, args.per_category, args.subset_seed)
     if args.max_pairs is not None:
         if args.max_pairs < 1:
             raise ConfigError(f"--max-pairs must be >= 1, got {args.max_pairs}")
-        ds = Dataset(
-            name=ds.name, split=ds.split, root=ds.root, pairs=ds.pairs[: args.max_pairs],
-            default_thres=ds.default_thres,
-        )
+        ds = dataclasses.replace(ds, pairs=ds.pairs[: args.max_pairs])
     return ds
 
 

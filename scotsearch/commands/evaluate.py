@@ -118,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
         payload = {
             "scotsearch_version": __version__,
             "produced_by": {**desc, "device": str(device)},
-            "dataset": {"name": dataset.name, "split": dataset.split, "root": str(dataset.root)},
+            "dataset": {"name": dataset.name, "split": dataset.split, "root": str(dataset.root),
+                        "subset": dataset.subset},
             "layers": list(layers),
             "match": match.to_dict(),
             "compat": profile.name,

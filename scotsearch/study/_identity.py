@@ -120,7 +120,11 @@ def evaluator_identity(evaluator: Any) -> dict[str, Any]:
         The shared identity fields as plain values.
     """
     desc = evaluator.source.describe()
-    return {
+    # A drawn subset of the split (--per-category) is part of the objective; the key is
+    # absent for a whole split, so studies stored before it existed resume unchanged.
+    subset = getattr(evaluator.dataset, "subset", "")
+    extra = {"subset": subset} if subset else {}
+    return {**extra,
         "dataset": evaluator.dataset.name,
         "split": evaluator.dataset.split,
         "backbone": evaluator.source.backbone,
