@@ -23,6 +23,7 @@ COMMANDS = {
     "tune": "tune",
     "studies": "studies",
     "export": "export",
+    "datasets": "datasets",
 }
 
 

@@ -204,6 +204,11 @@ def open_dataset(args: argparse.Namespace) -> Dataset:
     if args.dataset != "demo" and root is None:
         raise ConfigError(f"--dataset {args.dataset} needs --datapath pointing at its root folder")
     ds = load_dataset(args.dataset, root, args.split)
+    if args.dataset != "demo":
+        # The first missing image in one line now, not mid-search (datasets check lists all).
+        from scotsearch.data.check import check_images
+
+        check_images(ds)
     if getattr(args, "per_category", None) is not None:
         from scotsearch.data.subsets import per_category
 
