@@ -23,6 +23,7 @@ COMMANDS = {
     "tune": "tune",
     "studies": "studies",
     "export": "export",
+    "layers": "layers",
 }
 
 

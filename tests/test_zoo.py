@@ -3,6 +3,8 @@ foreground maps, cache and the CLI. Random weights only; nothing is downloaded."
 
 from __future__ import annotations
 
+import csv as _csv
+import math
 from pathlib import Path
 
 import pytest
@@ -322,3 +324,46 @@ def test_cache_round_trip_without_building_again(tmp_path: Path) -> None:
     vit_key = open_source(backbone=VIT, **kw).key.fields
     assert vit_key["preprocess"]["pad"].endswith("multiple of 14")
     assert vit_key["network"]["layers"][0] == "blocks.0:tokens"
+
+
+# ---------------------------------------------------------------------------------------- CLI
+def test_layers_command_prints_every_id(capsys: pytest.CaptureFixture[str]) -> None:
+    from scotsearch import cli
+
+    assert cli.main(["layers", "--backbone", VIT, "--image-side", "224"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:4] == ["id", "module", "channels", "stride"]
+    assert out[1].split() == ["0", "blocks.0", "384", "14", "global", "(box", "42)", "16x16"]
+    assert len(out) == 1 + 12 + 1 and "3 x 3 cells" in out[-1]
+    assert cli.main(["layers", "--backbone", "resnet101", "--image-side", "300"]) == 0
+    rows = [r.split() for r in capsys.readouterr().out.splitlines()[1:]]
+    assert [int(r[4]) for r in rows[:10]] == RFSZ and [int(r[3]) for r in rows[:10]] == JSZ
+    assert rows[0][1] == "maxpool" and rows[0][5] == "75x75" and rows[-1][5] == "10x10"
+    assert cli.main(["layers", "--backbone", "timm:nope"]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,side", [(VIT, 70), (ATTO, 64)])
+def test_beam_on_the_demo_completes_and_exports(
+    name: str, side: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scotsearch import cli
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    argv = ["-q", "beam", "--backbone", name, "--weights", "random", "--image-side", str(side),
+            "--max-pairs", "2", "--max-layers", "3", "--beam", "2", "--layers", "0-3",
+            "--cache-dir", str(tmp_path / "cache"), "--storage", url]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    study = f"beam-demo-val-{name}-ot-rhm"
+    assert f"study '{study}'" in out and "scored now, 0 already stored)" in out, out
+    csv = tmp_path / "best.csv"
+    assert cli.main(["export", "--study", study, "--storage", url, "-o", str(csv)]) == 0
+    with open(csv, newline="") as fh:
+        cols = next(iter(_csv.DictReader(fh)))
+    assert cols["backbone"] == name and cols["image_side"] == str(side)
+    if name == VIT:
+        assert cols["cam"] == "none"  # the preset's CAM falls back: a ViT gives none
+        assert cli.main(argv + ["--cam", "stair"]) == 2
+        assert "--cam stair needs a foreground map" in capsys.readouterr().err
+    assert not math.isnan(float(cols["pck"]))
