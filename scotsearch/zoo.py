@@ -185,7 +185,15 @@ def _normalisation(name: str, net: nn.Module) -> tuple[tuple[float, ...], tuple[
 def net_info(name: str) -> NetInfo:
     """The :class:`NetInfo` of a zoo backbone (cached per process)."""
     net = build(name, device="meta")
-    small, large = (trace_layers(net, side) for side in _SIDES)
+    try:
+        small, large = (trace_layers(net, side) for side in _SIDES)
+    except (AssertionError, RuntimeError, ValueError, TypeError) as exc:
+        # e.g. torchvision's ViTs accept their training size only
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"{name} cannot run on images of {_SIDES[0]} and {_SIDES[1]} px ({reason}); "
+            "scotsearch needs networks that take any image size (for ViTs use timm:NAME)"
+        ) from exc
     if [l.name for l in small] != [l.name for l in large]:
         raise ConfigError(f"{name}: the blocks run in a different order at another image size")
     modules: list[str] = []
@@ -261,7 +269,8 @@ def cam_head(net: nn.Module) -> CamHead | None:
         pool = getattr(net, pool_name, None)
         if pool is None or not _is_avg(pool):
             continue
-        tail = getattr(net, "fc", None) or getattr(net, "classifier", None)
+        tail = next((getattr(net, a) for a in ("fc", "classifier", "head")
+                     if isinstance(getattr(net, a, None), nn.Module)), None)
         mods = list(tail) if isinstance(tail, nn.Sequential) else [tail]
         if not mods or not isinstance(mods[-1], nn.Linear):
             return None

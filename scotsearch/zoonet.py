@@ -122,6 +122,9 @@ class ZooBackbone(nn.Module):
             return feats, None, result["out"]
         assert self._head is not None and pooled
         last = pooled[0] if self._head.norm is None else self._head.norm(pooled[0])
+        channels = self._head.fc.in_features
+        if last.shape[1] != channels and last.shape[-1] == channels:
+            last = last.permute(0, 3, 1, 2)  # a channels-last map (timm's Swin)
         return feats, last, result
 
     def foreground(self, x: torch.Tensor, last: torch.Tensor | None,

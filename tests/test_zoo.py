@@ -242,6 +242,35 @@ def test_convnext_cam_shape_range_and_logits_are_the_networks() -> None:
         assert f.cam.max() <= 1 + 1e-6 and f.cam.max() > 0.9
 
 
+def test_which_networks_give_a_cam() -> None:
+    """Average pooling + one linear layer (norms allowed): CAM; MLP heads and ViTs: none."""
+    assert net_info("torchvision:efficientnet_b0").marginal == "cam"
+    assert net_info("torchvision:swin_t").marginal == "cam"  # head: a Linear after avgpool
+    assert net_info("timm:resnet50").marginal == "cam"
+    assert net_info("torchvision:mobilenet_v3_small").marginal is None  # Linear-act-Linear
+    assert net_info("timm:vit_base_patch16_224").marginal is None  # token pooling
+    # squeeze-excitation sees the whole image: global after the first SE block
+    eff = layer_specs("timm:efficientnet_b0")
+    assert not eff[0].global_rf and eff[0].rf == 3 and all(s.global_rf for s in eff[1:])
+
+
+def test_swin_cam_reads_its_channels_last_map() -> None:
+    model = load_backbone("timm:swin_tiny_patch4_window7_224", "random")
+    assert isinstance(model, ZooBackbone) and model.info.layouts[1] == "nhwc"
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        feats, last, logits = model.forward_layers(x, [1], need_logits=True)
+        torch.testing.assert_close(logits, model.net(x))
+    assert last is not None and tuple(last.shape) == (1, 768, 2, 2)
+    assert tuple(feats[1].shape) == (1, 96, 16, 16)
+
+
+def test_fixed_size_networks_are_refused_in_one_line() -> None:
+    with pytest.raises(ConfigError, match="cannot run on images of 224 and 448 px") as info:
+        layer_specs("torchvision:vit_b_16")
+    assert "\n" not in str(info.value) and "timm:NAME" in str(info.value)
+
+
 def test_fcn_foreground_is_a_probability_map_at_image_size() -> None:
     model = _model(FCN)
     assert model.marginal == "fcn"
