@@ -56,6 +56,21 @@ def layer_specs(backbone: str) -> tuple[LayerSpec, ...]:
     return tuple(specs)
 
 
+def layer_names(backbone: str, ids: Iterable[int]) -> str:
+    """The module names of layer ids, in id order, joined by ``;`` (what outputs record
+    next to the ids); empty for a backbone this version does not know.
+
+    Examples:
+        >>> layer_names("resnet101", (0, 19, 30))
+        'maxpool;layer3.11;layer3.22'
+    """
+    try:
+        specs = layer_specs(backbone)
+    except ConfigError:
+        return ""
+    return ";".join(specs[int(i)].name for i in sorted(ids) if 0 <= int(i) < len(specs))
+
+
 def n_layers(backbone: str) -> int:
     return len(layer_specs(backbone))
 

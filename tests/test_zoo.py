@@ -391,6 +391,10 @@ def test_beam_on_the_demo_completes_and_exports(
     with open(csv, newline="") as fh:
         cols = next(iter(_csv.DictReader(fh)))
     assert cols["backbone"] == name and cols["image_side"] == str(side)
+    specs = layer_specs(name)
+    ids = [int(i) for i in cols["layers"].split(",")]
+    assert cols["layer_names"] == ";".join(specs[i].name for i in ids)  # names, not only ids
+    assert f"best layers {cols['layers']} [" in out
     if name == VIT:
         assert cols["cam"] == "none"  # the preset's CAM falls back: a ViT gives none
         assert cli.main(argv + ["--cam", "stair"]) == 2
