@@ -43,8 +43,10 @@ TORCHVISION = "torchvision:"
 #: Box side, in cells, used by keypoint transfer for a layer with a global receptive field.
 GLOBAL_BOX_CELLS = 3
 #: Foreground maps: ``cam`` (global average pooling + linear classifier: SCOT's multi-scale
-#: top-2 CAM), ``fcn`` (1 - the background probability of a segmentation head), ``None``.
-MARGINALS = ("cam", "fcn", None)
+#: top-2 CAM), ``fcn`` (1 - the background probability of a segmentation head), ``attn``
+#: (a ViT's class token: its last block's attention to the patches, averaged over the
+#: heads, min-max scaled; our choice, after DINO's attention maps), ``None``.
+MARGINALS = ("cam", "fcn", "attn", None)
 
 _IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 _SIDES = (224, 448)
@@ -233,7 +235,22 @@ def net_info(name: str) -> NetInfo:
 def _marginal(name: str, net: nn.Module) -> str | None:
     if name == FCN:
         return "fcn"
-    return "cam" if cam_head(net) is not None else None
+    if cam_head(net) is not None:
+        return "cam"
+    return "attn" if class_attention(net) is not None else None
+
+
+def class_attention(net: nn.Module) -> nn.Module | None:
+    """The last block's attention module of a timm ViT with a class token (``None``
+    otherwise): its ``qkv``, ``q_norm``, ``k_norm``, ``num_heads`` give the class token's
+    attention map."""
+    blocks = getattr(net, "blocks", None)
+    if getattr(net, "cls_token", None) is None or not isinstance(blocks, nn.Sequential):
+        return None
+    attn = getattr(blocks[-1], "attn", None)
+    if not all(hasattr(attn, a) for a in ("qkv", "q_norm", "k_norm", "num_heads")):
+        return None
+    return attn
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from scotsearch.zoo import TIMM
 from scotsearch.zoo import TORCHVISION
 from scotsearch.zoo import build
 from scotsearch.zoo import cam_head
+from scotsearch.zoo import class_attention
 from scotsearch.zoo import net_info
 
 
@@ -62,6 +63,7 @@ class ZooBackbone(nn.Module):
         self.specs: tuple[LayerSpec, ...] = self.info.specs
         self.marginal = self.info.marginal
         self._head = cam_head(net) if self.marginal == "cam" else None
+        self._attn = class_attention(net) if self.marginal == "attn" else None
         self._blocks = block_modules(net)
         self.eval()
 
@@ -95,7 +97,9 @@ class ZooBackbone(nn.Module):
             forward_layers`; with ``need_logits``: for a CAM network ``last`` is the map
             entering the global pooling (per-position normalised when the head has a norm)
             and ``logits`` the class scores; for FCN ``last`` is ``None`` and ``logits`` the
-            segmentation scores ``[B x K x H x W]``; otherwise both are ``None``.
+            segmentation scores ``[B x K x H x W]``; for a class-token ViT ``last`` is the
+            class token's attention map ``[B x gh x gw]`` and ``logits`` ``None``;
+            otherwise both are ``None``.
         """
         n = len(self.specs)
         ids = set(range(n)) if layer_ids is None else {int(i) for i in layer_ids}
@@ -109,6 +113,9 @@ class ZooBackbone(nn.Module):
         if run_all and self._head is not None:
             handle = self._head.pool.register_forward_pre_hook(
                 lambda _m, a: pooled.append(a[0]) if not pooled else None)
+        if run_all and self._attn is not None:  # the tokens the last attention reads
+            handle = self._attn.register_forward_pre_hook(
+                lambda _m, a: pooled.append(a[0]) if not pooled else None)
         try:
             raw, result = run_collecting(self.net, x, self._blocks, set(by_name),
                                          stop_early=not run_all)
@@ -120,6 +127,8 @@ class ZooBackbone(nn.Module):
             return feats, None, None
         if self.marginal == "fcn":
             return feats, None, result["out"]
+        if self.marginal == "attn":
+            return feats, self._class_attention(pooled[0], x), None
         assert self._head is not None and pooled
         last = pooled[0] if self._head.norm is None else self._head.norm(pooled[0])
         channels = self._head.fc.in_features
@@ -127,12 +136,29 @@ class ZooBackbone(nn.Module):
             last = last.permute(0, 3, 1, 2)  # a channels-last map (timm's Swin)
         return feats, last, result
 
+    def _class_attention(self, tokens: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``[B x gh x gw]``: the class token's attention to each patch in the last block,
+        averaged over the heads (softmax over every token, as the block computes it)."""
+        attn = self._attn
+        assert attn is not None
+        b, n, c = tokens.shape
+        heads = int(getattr(attn, "num_heads"))
+        qkv = getattr(attn, "qkv")(tokens).reshape(b, n, 3, heads, -1).permute(2, 0, 3, 1, 4)
+        q = getattr(attn, "q_norm")(qkv[0])  # [B x heads x N x d]
+        k = getattr(attn, "k_norm")(qkv[1])
+        scores = (q[:, :, :1] @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # [B x h x 1 x N]
+        weights = scores.softmax(dim=-1)[:, :, 0, self.info.prefix :].mean(dim=1)
+        stride = self.specs[-1].stride
+        return weights.reshape(b, int(x.shape[2]) // stride, int(x.shape[3]) // stride)
+
     def foreground(self, x: torch.Tensor, last: torch.Tensor | None,
                    logits: torch.Tensor | None) -> torch.Tensor:
         """``[n x h x w]`` foreground maps of the images ``x`` (values in [0, 1]).
 
         CAM networks: SCOT's multi-scale top-2 CAM (:func:`scotsearch.cam.multiscale_cams`).
         FCN: one minus the background probability of the segmentation head at scale 1.
+        ViTs with a class token: its last-block attention map, bilinearly upsampled to the
+        input size and min-max scaled per image.
         """
         from scotsearch.cam import multiscale_cams
 
@@ -143,6 +169,13 @@ class ZooBackbone(nn.Module):
             assert logits is not None
             out = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
             return 1.0 - F.softmax(out, dim=1)[:, 0]
+        if self.marginal == "attn":
+            assert last is not None
+            up = F.interpolate(last[:, None], size=x.shape[-2:], mode="bilinear",
+                               align_corners=False)[:, 0]
+            lo = up.flatten(1).min(dim=1).values.view(-1, 1, 1)
+            hi = up.flatten(1).max(dim=1).values.view(-1, 1, 1)
+            return (up - lo) / (hi - lo).clamp_min(1e-12)
         raise ConfigError(f"{self.name} gives no foreground map")
 
     def _as_map(self, t: torch.Tensor, i: int, x: torch.Tensor) -> torch.Tensor:

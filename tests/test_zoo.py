@@ -143,7 +143,8 @@ def test_vit_layers_are_global_with_a_three_cell_box() -> None:
     assert all(s.global_rf and s.stride == 14 and s.channels == 384 for s in specs)
     assert all(s.rf == GLOBAL_BOX_CELLS * 14 for s in specs)
     info = net_info(VIT)
-    assert info.prefix == 1 and info.multiple == 14 and info.marginal is None
+    assert info.prefix == 1 and info.multiple == 14 and info.marginal == "attn"
+    assert net_info("timm:vit_small_patch14_reg4_dinov2").prefix == 5  # class + 4 registers
 
 
 # ------------------------------------------------------------------------------ layer listing
@@ -220,7 +221,6 @@ def test_vit_input_is_padded_to_the_patch_and_normalised_with_the_models_statist
     # 130 -> 112 wide, 100 -> 86 high, padded to 98 (7 patches); the ratio is untouched
     assert f.image_size == (98, 112) and f.ratio == pytest.approx(112 / 130)
     assert all(tuple(t.shape) == (384, 7, 8) for t in f.layers.values())
-    assert f.cam is None  # no foreground map: a ViT gives none
     clip = net_info("timm:vit_base_patch16_clip_224")
     assert clip.mean == pytest.approx((0.48145466, 0.4578275, 0.40821073)) and clip.multiple == 16
 
@@ -248,7 +248,8 @@ def test_which_networks_give_a_cam() -> None:
     assert net_info("torchvision:swin_t").marginal == "cam"  # head: a Linear after avgpool
     assert net_info("timm:resnet50").marginal == "cam"
     assert net_info("torchvision:mobilenet_v3_small").marginal is None  # Linear-act-Linear
-    assert net_info("timm:vit_base_patch16_224").marginal is None  # token pooling
+    assert net_info("timm:vit_base_patch16_224").marginal == "attn"  # class token
+    assert net_info("timm:vit_medium_patch16_gap_256").marginal is None  # no class token
     # squeeze-excitation sees the whole image: global after the first SE block
     eff = layer_specs("timm:efficientnet_b0")
     assert not eff[0].global_rf and eff[0].rf == 3 and all(s.global_rf for s in eff[1:])
@@ -269,6 +270,35 @@ def test_fixed_size_networks_are_refused_in_one_line() -> None:
     with pytest.raises(ConfigError, match="cannot run on images of 224 and 448 px") as info:
         layer_specs("torchvision:vit_b_16")
     assert "\n" not in str(info.value) and "timm:NAME" in str(info.value)
+
+
+def test_vit_foreground_is_the_class_tokens_last_attention() -> None:
+    model = _model(VIT)
+    x = torch.randn(1, 3, 56, 70)
+    # oracle: timm's own (unfused) attention, its softmax recorded
+    attn = model.net.blocks[-1].attn
+    seen: list[torch.Tensor] = []
+    softmax = torch.Tensor.softmax
+
+    def recording(self: torch.Tensor, *args: object, **kw: object) -> torch.Tensor:
+        out = softmax(self, *args, **kw)
+        seen.append(out)
+        return out
+
+    with torch.no_grad():
+        _, last, logits = model.forward_layers(x, (), need_logits=True)
+        fused, attn.fused_attn = attn.fused_attn, False
+        try:
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(torch.Tensor, "softmax", recording)
+                model.net(x)
+        finally:
+            attn.fused_attn = fused
+    assert logits is None and last is not None and tuple(last.shape) == (1, 4, 5)
+    torch.testing.assert_close(last, seen[-1][:, :, 0, 1:].mean(dim=1).reshape(1, 4, 5))
+    f = extract_features(model, _image(50, 60), Profile("scot", image_side=70), with_cam=True)
+    assert f.cam is not None and tuple(f.cam.shape) == f.image_size == (70, 70)
+    assert f.cam.min() == 0 and f.cam.max() == 1
 
 
 def test_fcn_foreground_is_a_probability_map_at_image_size() -> None:
@@ -371,6 +401,20 @@ def test_layers_command_prints_every_id(capsys: pytest.CaptureFixture[str]) -> N
     assert cli.main(["layers", "--backbone", "timm:nope"]) == 2
 
 
+def test_cam_is_refused_in_one_line_for_a_network_without_foreground_map(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scotsearch import cli
+
+    argv = ["beam", "--backbone", "timm:vit_medium_patch16_gap_256", "--weights", "random",
+            "--image-side", "64", "--max-pairs", "1", "--max-layers", "1", "--layers", "0",
+            "--cache-dir", str(tmp_path / "cache"), "--storage", f"sqlite:///{tmp_path}/s.db"]
+    assert cli.main(argv + ["--cam", "stair"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--cam stair needs a foreground map" in err
+    assert "use --cam none" in err
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name,side", [(VIT, 70), (ATTO, 64)])
 def test_beam_on_the_demo_completes_and_exports(
@@ -381,10 +425,10 @@ def test_beam_on_the_demo_completes_and_exports(
     url = f"sqlite:///{tmp_path}/s.db"
     argv = ["-q", "beam", "--backbone", name, "--weights", "random", "--image-side", str(side),
             "--max-pairs", "2", "--max-layers", "3", "--beam", "2", "--layers", "0-3",
-            "--cache-dir", str(tmp_path / "cache"), "--storage", url]
+            "--cam", "stair", "--cache-dir", str(tmp_path / "cache"), "--storage", url]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    study = f"beam-demo-val-{name}-ot-rhm"
+    study = f"beam-demo-val-{name}-ot-rhm-stair"
     assert f"study '{study}'" in out and "scored now, 0 already stored)" in out, out
     csv = tmp_path / "best.csv"
     assert cli.main(["export", "--study", study, "--storage", url, "-o", str(csv)]) == 0
@@ -395,8 +439,5 @@ def test_beam_on_the_demo_completes_and_exports(
     ids = [int(i) for i in cols["layers"].split(",")]
     assert cols["layer_names"] == ";".join(specs[i].name for i in ids)  # names, not only ids
     assert f"best layers {cols['layers']} [" in out
-    if name == VIT:
-        assert cols["cam"] == "none"  # the preset's CAM falls back: a ViT gives none
-        assert cli.main(argv + ["--cam", "stair"]) == 2
-        assert "--cam stair needs a foreground map" in capsys.readouterr().err
+    assert cols["cam"] == "stair"  # ConvNeXt: its CAM; the ViT: its class-token attention
     assert not math.isnan(float(cols["pck"]))

@@ -141,7 +141,8 @@ def profile_from_args(args: argparse.Namespace) -> Profile:
 def match_from_args(args: argparse.Namespace, dataset: Dataset) -> MatchConfig:
     """Resolve matching flags against the presets (:func:`scotsearch.presets.resolve_match`).
 
-    A backbone that gives no foreground map (a ViT) refuses an explicit ``--cam raw|stair``
+    A backbone that gives no foreground map (e.g. a ViT without a class token, an MLP
+    classifier head) refuses an explicit ``--cam raw|stair``
     and turns a preset's CAM marginals into uniform ones (``none``).
     """
     match = resolve_match(
@@ -156,7 +157,8 @@ def match_from_args(args: argparse.Namespace, dataset: Dataset) -> MatchConfig:
         if args.cam is not None:
             raise ConfigError(
                 f"--cam {args.cam} needs a foreground map, and {backbone} gives none (no "
-                "global-pooling linear classifier); use --cam none")
+                "global-pooling linear classifier, segmentation head or class token); use "
+                "--cam none")
         log.info("%s gives no foreground map: uniform marginals (--cam none)", backbone)
         match = dataclasses.replace(match, cam="none")
     return match
