@@ -118,8 +118,10 @@ class Backbone(nn.Module):
         return IMAGENET_MEAN, IMAGENET_STD, 1
 
     def foreground(self, x: torch.Tensor, last: torch.Tensor | None,
-                   logits: torch.Tensor | None) -> torch.Tensor:
-        """SCOT's multi-scale CAM ``[n x h x w]`` of ``x`` (``last``/``logits`` of its pass)."""
+                   logits: torch.Tensor | None, *, compat: str = "") -> torch.Tensor:
+        """SCOT's multi-scale CAM ``[n x h x w]`` of ``x`` (``last``/``logits`` of its pass);
+        the same in every compat mode."""
+        del compat
         assert last is not None and logits is not None
         return multiscale_cams(self, x, base=(last, logits))
 
@@ -408,7 +410,7 @@ def extract_features(
         feats, last, logits = backbone.forward_layers(x, ids, need_logits=with_cam)
         cam = None
         if with_cam:
-            cam = backbone.foreground(x, last, logits)[0].float().cpu()
+            cam = backbone.foreground(x, last, logits, compat=profile.name)[0].float().cpu()
     return ImageFeatures(
         layers={k: v[0].float().cpu() for k, v in sorted(feats.items())},
         image_size=(int(x.shape[2]), int(x.shape[3])),

@@ -152,11 +152,14 @@ class ZooBackbone(nn.Module):
         return weights.reshape(b, int(x.shape[2]) // stride, int(x.shape[3]) // stride)
 
     def foreground(self, x: torch.Tensor, last: torch.Tensor | None,
-                   logits: torch.Tensor | None) -> torch.Tensor:
+                   logits: torch.Tensor | None, *, compat: str = "") -> torch.Tensor:
         """``[n x h x w]`` foreground maps of the images ``x`` (values in [0, 1]).
 
         CAM networks: SCOT's multi-scale top-2 CAM (:func:`scotsearch.cam.multiscale_cams`).
-        FCN: one minus the background probability of the segmentation head at scale 1.
+        FCN: one minus the background probability of the segmentation head at scale 1; with
+        ``compat="scot"`` SCOT's own rule instead (reference-behaviour.md §4.1): the arg-max
+        class index map ``(label - min) / max`` (a class-index map, not a clean mask; an
+        image with no foreground class, max 0, gives zeros where SCOT would divide by 0).
         ViTs with a class token: its last-block attention map, bilinearly upsampled to the
         input size and min-max scaled per image.
         """
@@ -168,6 +171,11 @@ class ZooBackbone(nn.Module):
         if self.marginal == "fcn":
             assert logits is not None
             out = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            if compat == "scot":
+                label = out.argmax(dim=1).to(out.dtype)
+                lo = label.flatten(1).min(dim=1).values.view(-1, 1, 1)
+                hi = label.flatten(1).max(dim=1).values.view(-1, 1, 1)
+                return torch.where(hi > 0, (label - lo) / hi.clamp_min(1), 0.0)
             return 1.0 - F.softmax(out, dim=1)[:, 0]
         if self.marginal == "attn":
             assert last is not None

@@ -304,9 +304,21 @@ def test_vit_foreground_is_the_class_tokens_last_attention() -> None:
 def test_fcn_foreground_is_a_probability_map_at_image_size() -> None:
     model = _model(FCN)
     assert model.marginal == "fcn"
-    f = extract_features(model, _image(60, 80), Profile("scot", image_side=80), with_cam=True)
+    img = _image(60, 80)
+    f = extract_features(model, img, Profile("hpf", image_side=80), with_cam=True)
     assert f.cam is not None and tuple(f.cam.shape) == (60, 80)
     assert f.cam.min() >= 0 and f.cam.max() <= 1
+    # --compat scot: SCOT's rule, the arg-max class index map (label - min) / max (§4.1)
+    x = torch.randn(1, 3, 60, 80)
+    with torch.no_grad():
+        _, _, logits = model.forward_layers(x, (), need_logits=True)
+        assert logits is not None
+        label = logits.argmax(dim=1).float()
+        got = model.foreground(x, None, logits, compat="scot")
+    want = (label - label.min()) / label.max() if label.max() > 0 else torch.zeros_like(label)
+    torch.testing.assert_close(got, want)
+    scot = extract_features(model, img, Profile("scot", image_side=80), with_cam=True)
+    assert scot.cam is not None and tuple(scot.cam.shape) == (60, 80)
 
 
 # -------------------------------------------------------------------------------------- weights

@@ -83,7 +83,7 @@ def extract_batch(
     with_cam = model.marginal is not None
     feats, last, logits = model.forward_layers(x, None, need_logits=with_cam)
     n, h, w = x.shape[0], int(x.shape[2]), int(x.shape[3])
-    total = model.foreground(x, last, logits) if with_cam else None
+    total = model.foreground(x, last, logits, compat=profile.name) if with_cam else None
     return [
         ImageFeatures(
             layers={k: v[i].float().cpu() for k, v in sorted(feats.items())},
