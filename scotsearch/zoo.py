@@ -64,7 +64,9 @@ def check_name(name: str) -> None:
     for prefix in (TIMM, TORCHVISION):
         if name.startswith(prefix):
             arch = name[len(prefix):]
-            if arch and arch in _available(prefix):
+            # timm names may carry a pretrained tag (vit_small_patch14_dinov2.lvd142m)
+            base = arch.split(".", 1)[0] if prefix == TIMM else arch
+            if base and base in _available(prefix):
                 return
             raise ConfigError(
                 f"unknown {prefix[:-1]} model {arch!r} (see `{_list_hint(prefix)}`)")

@@ -358,6 +358,38 @@ def test_offline_without_pretrained_weights_is_one_line_naming_the_file(
         assert load_backbone(ATTO, allow_random_fallback=True).weights == "random:seed0"
 
 
+def test_pretrained_weights_are_read_from_the_local_caches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """timm: the Hugging Face cache layout; torchvision: the torch-hub checkpoint folder."""
+    import huggingface_hub.constants
+    from safetensors.torch import save_file
+
+    hf = tmp_path / "hf"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hf))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    ref = load_backbone(ATTO, "random:seed7")
+    repo = hf / "models--timm--convnext_atto.d2_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in ref.net.state_dict().items()},
+              str(repo / "snapshots" / "abc123" / "model.safetensors"))
+    got = load_backbone(ATTO)
+    assert got.weights == "pretrained:timm/convnext_atto.d2_in1k"
+    assert got.weights_digest == ref.weights_digest
+    # a pretrained tag in the name is accepted
+    assert len(layer_specs("timm:convnext_atto.d2_in1k")) == len(layer_specs(ATTO))
+
+    tv = load_backbone(TV_CONVNEXT, "random:seed7")
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(tv.net.state_dict(), checkpoints / "convnext_tiny-983f1562.pth")
+    got_tv = load_backbone(TV_CONVNEXT)
+    assert got_tv.weights == "pretrained:convnext_tiny-983f1562.pth"
+    assert got_tv.weights_digest == tv.weights_digest
+
+
 def test_unknown_names_are_refused_in_one_line() -> None:
     for name, text in (("timm:no_such_net", "unknown timm model"),
                        ("torchvision:nope", "unknown torchvision model"),

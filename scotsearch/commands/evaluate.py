@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             "produced_by": {**desc, "device": str(device)},
             "dataset": {"name": dataset.name, "split": dataset.split, "root": str(dataset.root)},
             "layers": list(layers),
-            "layer_names": names.split(";"),
+            "layer_names": names.split(";") if names else [],
             "match": match.to_dict(),
             "compat": profile.name,
             "image_side": profile.image_side,
