@@ -424,6 +424,17 @@ def test_cache_round_trip_without_building_again(tmp_path: Path) -> None:
             assert torch.equal(read.cam, built.cam)
         fields = again.key.fields
         assert fields["backbone"] == name and fields["n_layers"] == len(layer_specs(name))
+    # a network without a foreground map writes entries without a CAM, and they verify
+    plain = open_source(backbone="torchvision:mobilenet_v3_small", **kw)
+    assert plain.key.fields["cam"] == {"stored": "none"}
+    assert plain.get(img, (0, 1), need_cam=False).cam is None
+    assert open_source(backbone="torchvision:mobilenet_v3_small", **kw).get(
+        img, (0, 1), need_cam=True).cam is None
+    from scotsearch.cache import features_dir_of
+    from scotsearch.cache import verify
+
+    report = verify(features_dir_of(tmp_path / "cache"))
+    assert not report.bad and report.checked == 3
     vit_key = open_source(backbone=VIT, **kw).key.fields
     assert vit_key["preprocess"]["pad"].endswith("multiple of 14")
     assert vit_key["network"]["layers"][0] == "blocks.0:tokens"
