@@ -471,15 +471,16 @@ def test_cam_is_refused_in_one_line_for_a_network_without_foreground_map(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,side", [(VIT, 70), (ATTO, 64)])
+# ConvNeXt ids 1-4 mix strides 4 and 8: the base grid is the subset's finest layer
+@pytest.mark.parametrize("name,side,ids", [(VIT, 70, "0-3"), (ATTO, 64, "1-4")])
 def test_beam_on_the_demo_completes_and_exports(
-    name: str, side: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    name: str, side: int, ids: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from scotsearch import cli
 
     url = f"sqlite:///{tmp_path}/s.db"
     argv = ["-q", "beam", "--backbone", name, "--weights", "random", "--image-side", str(side),
-            "--max-pairs", "2", "--max-layers", "3", "--beam", "2", "--layers", "0-3",
+            "--max-pairs", "2", "--max-layers", "3", "--beam", "2", "--layers", ids,
             "--cam", "stair", "--cache-dir", str(tmp_path / "cache"), "--storage", url]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
@@ -494,5 +495,13 @@ def test_beam_on_the_demo_completes_and_exports(
     ids = [int(i) for i in cols["layers"].split(",")]
     assert cols["layer_names"] == ";".join(specs[i].name for i in ids)  # names, not only ids
     assert f"best layers {cols['layers']} [" in out
+    if name == ATTO:  # some scored subset mixes strides 4 and 8
+        every = tmp_path / "all.csv"
+        assert cli.main(["export", "--study", study, "--storage", url, "--all",
+                         "-o", str(every)]) == 0
+        with open(every, newline="") as fh:
+            subsets = [[int(i) for i in r["layers"].split(",")] for r in _csv.DictReader(fh)]
+        assert any({specs[i].stride for i in sub} == {4, 8} for sub in subsets)
+        assert all(not math.isnan(float(r)) for r in [cols["pck"]])
     assert cols["cam"] == "stair"  # ConvNeXt: its CAM; the ViT: its class-token attention
     assert not math.isnan(float(cols["pck"]))
