@@ -84,12 +84,15 @@ def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], pos: int, name: str, def
     return args[pos] if len(args) > pos else default
 
 
-def _reduces_positions(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+def _reduces_positions(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     """A reduction over every position of its tensor: all dims, spatial (2, 3) of a 4-D
     map, or the token dim 1 of a 3-D sequence."""
-    x = args[0]
-    dim = _arg(args, kwargs, 1, "dim", None)
-    if dim is None or not isinstance(x, torch.Tensor):
+    x = args[0] if args else None
+    # torch.norm(x, p, dim): the dim comes third
+    dim = _arg(args, kwargs, 2 if name == "norm" else 1, "dim", None)
+    if not isinstance(x, torch.Tensor) or isinstance(dim, torch.Tensor):
+        return False  # not a reduction of one tensor (e.g. max(a, b), element-wise)
+    if dim is None:
         return True
     dims = {int(d) % x.dim() for d in (dim if isinstance(dim, (tuple, list)) else (dim,))}
     if x.dim() == 4:
@@ -145,7 +148,7 @@ class _FieldMode(TorchFunctionMode):
             res = Field(math.inf, res.jump)
         elif name in _PRODUCT and len(ins) >= 2:
             res = Field(math.inf, res.jump)
-        elif name in _REDUCE and _reduces_positions(args, kwargs):
+        elif name in _REDUCE and _reduces_positions(name, args, kwargs):
             res = Field(math.inf, res.jump)
         for t in _tensors(out):
             self.fields[t] = res
