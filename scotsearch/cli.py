@@ -24,6 +24,7 @@ COMMANDS = {
     "studies": "studies",
     "export": "export",
     "datasets": "datasets",
+    "layers": "layers",
 }
 
 

@@ -20,10 +20,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from scotsearch.backbones import Backbone
+from scotsearch.backbones import AnyBackbone
 from scotsearch.backbones import extract_features
 from scotsearch.cache._sources import CachedSource
-from scotsearch.cam import multiscale_cams
 from scotsearch.config import Profile
 from scotsearch.data.images import load_image
 from scotsearch.data.pairs import Dataset
@@ -67,28 +66,31 @@ def default_batch_size(device: torch.device) -> int:
 
 @torch.no_grad()
 def extract_batch(
-    model: Backbone, imgs: list[torch.Tensor], profile: Profile, device: torch.device
+    model: AnyBackbone, imgs: list[torch.Tensor], profile: Profile, device: torch.device
 ) -> list[ImageFeatures]:
     """All layers and the CAM of images whose network inputs have one size, in one batch.
 
     Equal, up to float rounding of batched convolutions, to ``extract_features(...,
     with_cam=True)`` per image: the same preprocessing, then SCOT's multi-scale top-2 CAM
-    (``cam.multiscale_cam``) with each scale's forward pass batched.
+    (``cam.multiscale_cam``) with each scale's forward pass batched; a backbone without a
+    foreground map (a ViT) stores none.
     """
     model.to(device)
-    prepared = [prepare_image(img.to(device), profile) for img in imgs]
+    mean, std, multiple = model.normalisation
+    prepared = [prepare_image(img.to(device), profile, mean=mean, std=std, multiple=multiple)
+                for img in imgs]
     x = torch.cat([p[0] for p in prepared])
-    feats, last, logits = model.forward_layers(x, None, need_logits=True)
-    assert last is not None and logits is not None
+    with_cam = model.marginal is not None
+    feats, last, logits = model.forward_layers(x, None, need_logits=with_cam)
     n, h, w = x.shape[0], int(x.shape[2]), int(x.shape[3])
-    total = multiscale_cams(model, x, base=(last, logits))
+    total = model.foreground(x, last, logits, compat=profile.name) if with_cam else None
     return [
         ImageFeatures(
             layers={k: v[i].float().cpu() for k, v in sorted(feats.items())},
             image_size=(h, w),
             ratio=prepared[i][1],
             orig_size=(int(imgs[i].shape[1]), int(imgs[i].shape[2])),
-            cam=total[i].float().cpu(),
+            cam=None if total is None else total[i].float().cpu(),
         )
         for i in range(n)
     ]
@@ -146,7 +148,7 @@ def build_cache(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _run(todo: list[tuple[str, Path]], source: CachedSource, model: Backbone,
+def _run(todo: list[tuple[str, Path]], source: CachedSource, model: AnyBackbone,
          pool: ThreadPoolExecutor, *, workers: int, batch: int, progress: bool) -> int:
     profile = source.profile
 

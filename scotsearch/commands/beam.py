@@ -150,8 +150,11 @@ def run(args: argparse.Namespace) -> int:
         raise
     res = outcome.result
     best = res.best
+    from scotsearch.layers import layer_names
+
+    names = layer_names(source.backbone, best.layers).replace(";", ", ")
     print(
-        f"best layers {best.key} (depth {best.depth + 1}): "
+        f"best layers {best.key} [{names}] (depth {best.depth + 1}): "
         f"PCK@{alphas[0]:g} = {best.score:.2f} on {dataset.name} {dataset.split} "
         f"({len(dataset.pairs)} pairs, {source.backbone}, {match.variant})"
     )

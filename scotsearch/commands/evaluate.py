@@ -20,6 +20,7 @@ from scotsearch.config import RunConfig
 from scotsearch.errors import ConfigError
 from scotsearch.evaluate import Evaluator
 from scotsearch.layers import format_layers
+from scotsearch.layers import layer_names
 from scotsearch.layers import parse_layers
 from scotsearch.presets import published_layers
 from scotsearch.report import format_summary
@@ -112,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
     summary = summarize(scores, dataset)
     print(f"{dataset.name}/{dataset.split}  {args.backbone}  layers {format_layers(layers)}  "
           f"{match.variant}  thres {evaluator.thres}  ({elapsed:.1f} s)")
+    names = layer_names(args.backbone, layers)
+    print(f"layer modules: {names.replace(';', ', ')}")
     print(format_summary(summary))
     if args.output is not None:
         pairs = [dataset.pairs[i] for i in scores.pair_index]
@@ -121,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
             "dataset": {"name": dataset.name, "split": dataset.split, "root": str(dataset.root),
                         "subset": dataset.subset},
             "layers": list(layers),
+            "layer_names": names.split(";") if names else [],
             "match": match.to_dict(),
             "compat": profile.name,
             "image_side": profile.image_side,
