@@ -14,6 +14,7 @@ import optuna
 from scotsearch.commands.common import add_backbone_args
 from scotsearch.commands.common import add_data_args
 from scotsearch.commands.common import add_match_args
+from scotsearch.commands.common import check_cache_space
 from scotsearch.errors import ConfigError
 from scotsearch.evaluate import Evaluator
 from scotsearch.presets import reference_algorithm
@@ -121,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     profile = profile_from_args(args)
     device = resolve_device(args.device)
     source = feature_source(args, device)
+    check_cache_space(dataset, source)
     evaluator = Evaluator(
         dataset, source, match=match, profile=profile, alphas=alphas, thres=args.thres,
         device=device, precision=resolve_precision(args.precision, device),

@@ -248,6 +248,16 @@ def open_dataset(args: argparse.Namespace) -> Dataset:
     return ds
 
 
+def check_cache_space(dataset: Dataset, source: object) -> None:
+    """Before any work: refuse in one line when the split's missing cache entries would not
+    fit on the disk (the commands build entries on demand)."""
+    from scotsearch.cache import CachedSource
+    from scotsearch.cache import check_cache_space as check
+
+    if isinstance(source, CachedSource):
+        check(dataset, source)
+
+
 def feature_source(
     args: argparse.Namespace, device: torch.device
 ) -> MemorySource | CachedSource:

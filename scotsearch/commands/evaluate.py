@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         args.layers = format_layers(published_layers(dataset.name, args.backbone))
     layers = parse_layers(args.layers, args.backbone)
     source = common.feature_source(args, device)
+    common.check_cache_space(dataset, source)
     desc = source.describe()
     if cfg is not None and cfg.weights_digest and cfg.weights_digest != desc.get("weights_digest"):
         log.warning("the config was scored with weights %s…; these are %s…",

@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
 
     device = common.resolve_device(args.device)
     source = common.feature_source(args, device)
+    common.check_cache_space(dataset, source)
     evaluator = Evaluator(dataset, source, match=match, profile=profile, alphas=alphas,
                           thres=args.thres, device=device,
                           precision=common.resolve_precision(args.precision, device),
