@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-
 from scotsearch import cli
 from scotsearch.cache import entry_bytes
 from scotsearch.cache import info
