@@ -63,6 +63,21 @@ def refused(cwd: Path, *args: str, says: str, status: int = 2) -> str:
     return lines[0]
 
 
+#: The smallest real run of a command on the demo data: 2 pairs, 64 px, random weights.
+FAST = ("--dataset", "demo", "--max-pairs", "2", "--image-side", "64", "--backbone",
+        "resnet50", "--weights", "random", "--engine", "eager")
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo data, written once for this module (pass it as ``--datapath``)."""
+    from scotsearch.data.demo import ensure_demo
+
+    root = tmp_path_factory.mktemp("demo")
+    ensure_demo(root)
+    return root
+
+
 # ----------------------------------------------------------------------------- storage
 
 
@@ -435,3 +450,19 @@ def test_database_server_down_is_one_line(tmp_path: Path) -> None:
     line = refused(tmp_path, "studies", "--storage",
                    "postgresql+psycopg2://scot@127.0.0.1:9/optuna", says="cannot open study")
     assert "127.0.0.1" in line
+
+
+def test_beam_with_a_datapath_that_is_not_utf8(tmp_path: Path, demo_root: Path) -> None:
+    # Before: UnicodeEncodeError in the study's pairs digest, after the study database was
+    # created, while evaluate worked on the same folder. A name the OS hands over is valid.
+    bad = Path(os.fsdecode(os.fsencode(tmp_path) + b"/demo-\xff"))
+    try:
+        shutil.copytree(demo_root, bad)
+    except (OSError, UnicodeError):
+        pytest.skip("this file system refuses a name that is not UTF-8")
+    r = run_cli(tmp_path, "beam", *FAST, "--datapath", str(bad), "--no-cache", "--layers", "0,1",
+                "--max-layers", "1", "--storage", "s.db")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "best layers" in r.stdout
+    r = run_cli(tmp_path, "studies", "--storage", "s.db")
+    assert r.returncode == 0 and "beam-demo-val-resnet50" in r.stdout, r.stderr
