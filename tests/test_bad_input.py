@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,18 +43,22 @@ def snapshot(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*")}
 
 
-def run_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    cwd: Path, *args: str, prefix: Sequence[str] = ()
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     env.pop("SCOTSEARCH_STORAGE", None)
     env.pop("OPTUNA_STORAGE", None)
-    return subprocess.run([sys.executable, "-m", "scotsearch", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([*prefix, sys.executable, "-m", "scotsearch", *args], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=300)
 
 
-def refused(cwd: Path, *args: str, says: str, status: int = 2) -> str:
+def refused(
+    cwd: Path, *args: str, says: str, status: int = 2, prefix: Sequence[str] = ()
+) -> str:
     """Run the CLI in ``cwd``; assert one error line containing ``says`` and no new file."""
     before = snapshot(cwd)
-    r = run_cli(cwd, *args)
+    r = run_cli(cwd, *args, prefix=prefix)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == status, r.stderr
     assert len(lines) == 1, r.stderr
@@ -204,6 +209,66 @@ def test_new_database_on_a_full_disk(full_disk: Path) -> None:
     # Before: 14 lines of SQL and a partial database file.
     line = _storage_failure("s.db", full_disk)
     assert "storage" in line or "space" in line, line
+
+
+# ----------------------------------------------------------------------------- read-only
+
+
+@pytest.fixture
+def read_only(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A folder ``ro`` in ``tmp_path`` that the CLI cannot write to, and the command prefix
+    that makes it so; skipped where that cannot be arranged.
+
+    As root, mode bits bind only without CAP_DAC_OVERRIDE: the command runs as root still
+    (so the interpreter, possibly under a 0700 /root, stays reachable) but with that
+    capability dropped from its bounding set.
+    """
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root and setpriv is not available")
+        caps = "-dac_override,-dac_read_search"
+        prefix = [setpriv, f"--bounding-set={caps}", f"--inh-caps={caps}", "--"]
+    ro.chmod(0o555)
+    probe = subprocess.run([*prefix, sys.executable, "-c", f"open({str(ro / 'p')!r}, 'w')"],
+                           capture_output=True)
+    if probe.returncode == 0:
+        (ro / "p").unlink()
+        pytest.skip("a folder without write permission is still writable here")
+    yield ro, prefix
+    ro.chmod(0o755)
+
+
+@pytest.mark.parametrize("storage, says", [
+    ("ro/s.db", "the folder ro is not writable"),
+    ("journal:ro/s.log", "Permission denied: ro/s.log"),
+])
+def test_storage_in_a_read_only_folder(tmp_path: Path, demo_root: Path, read_only,
+                                       storage: str, says: str) -> None:
+    # Before: a traceback; then, for SQLite, "unable to open database file", naming no cause.
+    _, prefix = read_only
+    refused(tmp_path, "beam", *FAST, "--datapath", str(demo_root), "--no-cache",
+            "--storage", storage, says=says, prefix=prefix)
+
+
+@pytest.mark.parametrize("command", [
+    ("evaluate", "--datapath", "nowhere", "--output", "ro/result.json"),
+    ("export", "--study", "s", "--storage", "none.db", "-o", "ro/result.csv"),
+])
+def test_output_in_a_read_only_folder(tmp_path: Path, read_only, command: tuple[str]) -> None:
+    # Refused before any work (the dataset here does not even exist).
+    _, prefix = read_only
+    line = refused(tmp_path, *command, says="cannot be written: Permission denied", prefix=prefix)
+    assert "(ro)" in line
+
+
+def test_cache_in_a_read_only_folder(tmp_path: Path, demo_root: Path, read_only) -> None:
+    _, prefix = read_only
+    refused(tmp_path, "evaluate", *FAST, "--datapath", str(demo_root), "--cache-dir",
+            "ro/cache", says="Permission denied: ro/cache", prefix=prefix)
 
 
 # ----------------------------------------------------------------------------- sizes

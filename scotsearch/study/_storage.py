@@ -308,7 +308,7 @@ def _open_rdb(url: str, *, heartbeat: bool, sqlite_file: Path | None) -> BaseSto
                 con.close()
         except sqlite3.Error as exc:
             raise ScotsearchError(
-                f"cannot open study storage {url}: {first_line(exc)}"
+                f"cannot open study storage {url}: {_sqlite_failure(sqlite_file, exc)}"
             ) from None
     try:
         with warnings.catch_warnings():
@@ -336,6 +336,17 @@ def _open_rdb(url: str, *, heartbeat: bool, sqlite_file: Path | None) -> BaseSto
         # Connections pooled while Optuna created its tables predate the listener.
         storage.engine.dispose()
     return storage
+
+
+def _sqlite_failure(path: Path, exc: sqlite3.Error) -> str:
+    """SQLite's text for a file it could not open, with the cause it leaves out."""
+    text = first_line(exc)  # "unable to open database file" says neither what nor why
+    folder = path.parent
+    if not os.access(folder, os.W_OK):
+        return f"{text} (the folder {folder} is not writable; SQLite writes its files there)"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"{text} ({path} is read-only)"
+    return text
 
 
 def describe_storage(storage: BaseStorage | str) -> str:
