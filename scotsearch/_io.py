@@ -68,23 +68,49 @@ def atomic_write(final: Path, data: bytes | str, *, fsync: bool = True) -> None:
     the same content.
 
     Args:
-        final: the file to write; its folder is created if missing.
+        final: the file to write; its folder is created if missing (and removed again
+            when the write fails, so a full disk or a kill by Ctrl-C leaves no empty folders).
         data: the bytes, or text (written as UTF-8, newlines untranslated).
         fsync: force the bytes to disk before the rename (``False`` where losing the new
             file in a power cut only costs recomputing it).
     """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=tmp_name(final), suffix=TMP_SUFFIX, dir=final.parent)
+    made: list[Path] = []
+    tmp = None
     try:
+        _make_folders(final.parent, made)
+        fd, tmp = tempfile.mkstemp(prefix=tmp_name(final), suffix=TMP_SUFFIX, dir=final.parent)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode() if isinstance(data, str) else data)
             fh.flush()
             if fsync:
                 os.fsync(fh.fileno())
         os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        for folder in reversed(made):  # the folders made for it, unless another writer's
+            try:                       # files are in them by now
+                folder.rmdir()
+            except OSError:
+                break
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(final)  # a full disk's error names no file by itself
         raise
+
+
+def _make_folders(folder: Path, made: list[Path]) -> None:
+    """``mkdir -p folder``, appending each folder this call created to ``made``, outermost
+    first (a folder another process creates meanwhile is not listed)."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for f in reversed(missing):
+        try:
+            f.mkdir()
+        except FileExistsError:
+            continue
+        made.append(f)
 
 
 def pid_alive(pid: int) -> bool:

@@ -211,6 +211,70 @@ def test_new_database_on_a_full_disk(full_disk: Path) -> None:
     assert "storage" in line or "space" in line, line
 
 
+def _synthetic_evaluator():
+    """An evaluator over synthetic features and pairs (scores in milliseconds)."""
+    from scotsearch.config import MatchConfig
+    from scotsearch.evaluate import Evaluator
+    from scotsearch.testing import SyntheticSource
+    from scotsearch.testing import synthetic_dataset
+
+    ds = synthetic_dataset(4, image_hw=(32, 48), n_kps=5, seed=1)
+    src = SyntheticSource("resnet50", informative=(1, 3), image_hw=(32, 48))
+    return Evaluator(ds, src, match=MatchConfig(similarity="cos", rhm=False),
+                     profile=get_profile("scot"))
+
+
+def _fill(folder: Path) -> None:
+    """Take the last free bytes of ``folder``'s file system (files can still be created)."""
+    fd = os.open(folder / "filler-rest", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def test_export_on_a_full_disk(tmp_path: Path, full_disk: Path) -> None:
+    # Before: a traceback. The destination is a writable folder, so the check before the
+    # work passes; the write itself fails.
+    from scotsearch.search.beam_study import run_beam
+
+    run_beam(_synthetic_evaluator(), study="s", storage=f"sqlite:///{tmp_path}/s.db", beam=2,
+             max_layers=1, layers=range(3))
+    _fill(full_disk)
+    line = refused(full_disk, "export", "--study", "s", "--storage", str(tmp_path / "s.db"),
+                   "-o", "out/pairs.csv", says="No space left on device")
+    assert "out/pairs.csv" in line  # the file named; the folder made for it is gone again
+
+
+@pytest.mark.parametrize("fill", ["all", "nearly"])
+def test_cache_on_a_full_disk(full_disk: Path, demo_root: Path, fill: str) -> None:
+    # Before: a traceback. "all": the first write (the weights digest book) fails;
+    # "nearly": the book and the folder's manifest fit, a feature entry does not.
+    if fill == "all":
+        _fill(full_disk)
+    before = snapshot(full_disk)
+    r = run_cli(full_disk, "evaluate", *FAST, "--datapath", str(demo_root))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("scotsearch: error: No space left on device: cache/"), lines[0]
+    left = snapshot(full_disk) - before
+    if fill == "all":
+        assert not left, sorted(left)
+    else:
+        # No entry, no temporary, no empty entry folder: only the cache's two small
+        # bookkeeping files, complete (written atomically before the disk ran out).
+        files = {p for p in left if (full_disk / p).is_file()}
+        assert {Path(p).name for p in files} == {"weights.json", "manifest.json"}, sorted(left)
+        for p in files:
+            json.loads((full_disk / p).read_text())
+        assert "features" in lines[0] and ".safetensors" in lines[0], lines[0]
+        assert not [p for p in left if (full_disk / p).is_dir() and not any(
+            (full_disk / p).iterdir())], sorted(left)
+
+
 # ----------------------------------------------------------------------------- read-only
 
 
