@@ -22,6 +22,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save as st_save
+from storage_workers import open_and_create
 
 from scotsearch.cache import FeatureCache
 from scotsearch.cache._format import EntryError
@@ -128,31 +129,50 @@ def test_new_database_under_a_file_leaves_nothing(tmp_path: Path) -> None:
     assert "afile" in _storage_failure("afile/sub/s.db", tmp_path)
 
 
-def _open_and_create(url: str, name: str, q: mp.Queue) -> None:
-    from scotsearch.study import open_shared_storage
-    from scotsearch.study import open_study
-
-    try:
-        st = open_shared_storage(url, attempts=1)  # no retry: the lock alone must suffice
-        open_study(name, st)
-        q.put("ok")
-    except Exception as exc:  # noqa: BLE001 - reported to the parent
-        q.put(f"{type(exc).__name__}: {exc}")
-
-
 def test_workers_starting_together_on_a_new_database(tmp_path: Path) -> None:
     # Before: 3 of 5 tries had one worker fail with "table studies already exists".
     ctx = mp.get_context("spawn")
     for attempt in range(2):
         url = f"sqlite:///{tmp_path}/new{attempt}.db"
         q: mp.Queue = ctx.Queue()
-        procs = [ctx.Process(target=_open_and_create, args=(url, "s", q)) for _ in range(4)]
+        procs = [ctx.Process(target=open_and_create, args=(url, "s", q)) for _ in range(4)]
         for p in procs:
             p.start()
         for p in procs:
             p.join(120)
         results = [q.get(timeout=5) for _ in procs]
         assert results == ["ok"] * 4, results
+
+
+def test_workers_starting_together_on_a_new_postgresql_database(postgres_url: str) -> None:
+    # Before: retried on "duplicate key value violates unique constraint" (Optuna's schema
+    # creation races); now the first worker creates the schema under an advisory lock and
+    # the others wait for it, with no retry needed.
+    from sqlalchemy import create_engine
+    from sqlalchemy import text
+
+    ctx = mp.get_context("spawn")
+    n = 6
+    q: mp.Queue = ctx.Queue()
+    start = ctx.Barrier(n)
+    procs = [ctx.Process(target=open_and_create, args=(postgres_url, "s", q, start))
+             for _ in range(n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    results = [q.get(timeout=5) for _ in procs]
+    assert results == ["ok"] * n, results
+    engine = create_engine(postgres_url)
+    try:
+        with engine.connect() as con:
+            assert con.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+            assert con.execute(text("SELECT count(*) FROM studies")).scalar() == 1
+            # the lock is released: nobody holds an advisory lock any more
+            held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            assert con.execute(text(held)).scalar() == 0
+    finally:
+        engine.dispose()
 
 
 # ----------------------------------------------------------------------------- outputs

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -489,69 +487,15 @@ def test_a_killed_workers_trial_is_failed_and_retried(tmp_path: Path, kind: str)
 
 
 # ------------------------------------------------------------------------------ PostgreSQL
-def _postgres_bin() -> Path | None:
-    for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (d / "initdb").exists() and (d / "pg_ctl").exists():
-            return d
-    found = shutil.which("initdb")
-    return Path(found).parent if found and shutil.which("pg_ctl") else None
-
-
-def _as_postgres_user() -> tuple[list[str], int, int]:
-    """Command prefix and uid/gid to run the server (PostgreSQL refuses to run as root)."""
-    if os.geteuid() != 0:
-        return [], os.getuid(), os.getgid()
-    import pwd
-
-    try:
-        pw = pwd.getpwnam("postgres")
-    except KeyError:
-        pytest.skip("running as root and there is no 'postgres' user to start the server as")
-    runuser = shutil.which("runuser")
-    if runuser is None:
-        pytest.skip("running as root and runuser is not available")
-    return [runuser, "-u", "postgres", "--"], pw.pw_uid, pw.pw_gid
-
-
-def test_postgresql_storage_shared_by_two_workers(tmp_path: Path) -> None:
+def test_postgresql_storage_shared_by_two_workers(tmp_path: Path, postgres_url: str) -> None:
     """Several machines share a study through PostgreSQL: two workers, one server."""
-    pytest.importorskip("psycopg2", reason="psycopg2 is not installed (psycopg2-binary)")
-    bindir = _postgres_bin()
-    if bindir is None:
-        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on this machine")
-    prefix, uid, gid = _as_postgres_user()
-    import tempfile
-
-    # Outside pytest's 0700 tmp tree, so that the server's user can reach its data folder.
-    base = Path(tempfile.mkdtemp(prefix="scotsearch-pg-"))
-    os.chown(base, uid, gid)
-    data = base / "data"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-
-    def pg(*cmd: str) -> None:
-        subprocess.run([*prefix, *cmd], check=True, capture_output=True, timeout=60)
-
-    try:
-        pg(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "scot")
-        pg(str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(base / "server.log"),
-           "-o", f"-p {port} -k {base} -h 127.0.0.1", "start")
-        pg(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "scot", "optuna")
-        url = f"postgresql+psycopg2://scot@127.0.0.1:{port}/optuna"
-        procs = [_start_worker(tmp_path, {"url": url, "n": 8, "pairs": 8, "delay": 0.01})
-                 for _ in range(2)]
-        for p in procs:
-            _, err = p.communicate(timeout=120)
-            assert p.returncode == 0, err
-        study = optuna.load_study(study_name="w", storage=url)
-        assert len(_counted(study)) == 8
-    finally:
-        subprocess.run(
-            [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            capture_output=True, timeout=60,
-        )
-        shutil.rmtree(base, ignore_errors=True)
+    procs = [_start_worker(tmp_path, {"url": postgres_url, "n": 8, "pairs": 8, "delay": 0.01})
+             for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    study = optuna.load_study(study_name="w", storage=postgres_url)
+    assert len(_counted(study)) == 8
 
 
 # ------------------------------------------------------------------------------ command line

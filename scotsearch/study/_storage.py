@@ -3,7 +3,7 @@
 ``--storage`` takes any SQLAlchemy URL, ``journal:PATH`` or a bare ``.db``/``.log`` path.
 SQLite files run in WAL mode with every transaction taking the write lock at ``BEGIN``, so
 that several workers on one machine share a study safely; several workers starting together
-on a new file or study race to create it, which :func:`open_shared_storage` and
+on a new file, database or study race to create it, which :func:`open_shared_storage` and
 :func:`join_study` absorb.
 """
 
@@ -34,6 +34,7 @@ from optuna.storages.journal import JournalFileBackend
 from scotsearch.errors import ConfigError
 from scotsearch.errors import ScotsearchError
 from scotsearch.errors import first_line
+from scotsearch.study._server_lock import schema_lock
 from scotsearch.study._trials import best_trial
 
 
@@ -195,10 +196,13 @@ def open_storage(
 def open_shared_storage(url: str | None, *, attempts: int = 5) -> BaseStorage:
     """:func:`open_storage` for workers sharing a study: heartbeat on, racing creators absorbed.
 
-    Several workers started together on a new SQLite file all try to create Optuna's tables;
-    SQLAlchemy's ``create_all`` is not atomic across processes, so all but the first can fail
-    with "table ... already exists" (or a unique-key clash on the version row). Opening again
-    finds the finished schema.
+    Several workers started together on a new database all try to create Optuna's tables;
+    SQLAlchemy's ``create_all`` is not atomic across processes. On SQLite files (a lock on
+    their folder) and PostgreSQL (an advisory lock,
+    :func:`~scotsearch.study._server_lock.schema_lock`) the first worker creates them while
+    the others wait; on other servers all but the first can fail with "table ... already
+    exists" (or a unique-key clash on the version row), and opening again finds the
+    finished schema.
 
     Journal storages have no Optuna heartbeat; their workers keep their own
     (:class:`~scotsearch.study.Heartbeat`, :func:`~scotsearch.study.sweep_stale_trials`), so
@@ -250,7 +254,8 @@ def _open(
             ) from None
     sqlite_file = _sqlite_path(url)
     if sqlite_file is None:
-        return _open_rdb(url, heartbeat=heartbeat, sqlite_file=None)
+        with schema_lock(url):  # PostgreSQL: the first worker creates the tables
+            return _open_rdb(url, heartbeat=heartbeat, sqlite_file=None)
     with _folder_lock(sqlite_file.parent):
         # Under the lock, the first worker to arrive creates the file and Optuna's tables
         # while the others wait, and then find the finished schema (measured without it: 3
