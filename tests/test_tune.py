@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -441,6 +442,49 @@ def test_two_workers_share_one_study_exactly(tmp_path: Path, kind: str) -> None:
     assert len(others) <= 1  # at most one dropped per extra worker, and only on a photo finish
     assert sum(runs) == n and min(runs) >= 1, runs
     assert sum(1 for t in trials if t.user_attrs.get("baseline")) == 1
+
+
+@pytest.mark.parametrize("kind", ["cuda", "cpu"])
+def test_a_trial_out_of_memory_fails_and_the_search_goes_on(
+    tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ev = _evaluator(8)
+    real_score = ev.score
+    calls = [0]
+
+    def score(subsets: Any, **kw: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 3:  # the second trial's first batch
+            if kind == "cuda":
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] . DefaultCPUAllocator: "
+                               "can't allocate memory: you tried to allocate 21474836480 bytes.")
+        return real_score(subsets, **kw)
+
+    ev.score = score  # type: ignore[method-assign]
+    url = f"sqlite:///{tmp_path}/t.db"
+    # Optuna's logger does not propagate to pytest's: keep its records here.
+    optuna_records: list[logging.LogRecord] = []
+    keep = logging.Handler()
+    keep.emit = optuna_records.append  # type: ignore[method-assign]
+    logging.getLogger("optuna").addHandler(keep)
+    try:
+        with caplog.at_level(logging.WARNING):
+            res = run_tune(ev, study_name="t", n_trials=3, storage=url,
+                           space=space_from_dict(FAST_SPACE), layers=LAYERS, batch_pairs=4,
+                           pruner="none")
+    finally:
+        logging.getLogger("optuna").removeHandler(keep)
+    study = optuna.load_study(study_name="t", storage=url)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert [t.number for t in failed] == [1]
+    assert failed[0].user_attrs["error"].startswith("out of memory: ")
+    # replaced: the worker still ends with the trials asked for
+    assert res.n_trials == 3 and len(_counted(study)) == 3
+    # one line per failure, no traceback (Optuna logs it with the failed trial otherwise)
+    assert any("Trial 1 failed" in r.getMessage() for r in optuna_records)
+    assert not [r for r in [*caplog.records, *optuna_records] if r.exc_info]
+    assert any("trial 1 ran out of memory" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])

@@ -8,7 +8,6 @@ time and, for a raced-out candidate, its partial mean).
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 import time
@@ -17,12 +16,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from scotsearch.errors import first_line
 from scotsearch.errors import is_out_of_memory
 from scotsearch.evaluate import Evaluator
 from scotsearch.layers import format_layers
+from scotsearch.memory import release_after_out_of_memory
 from scotsearch.metrics import mean_pck
 from scotsearch.metrics import pooled_pck
 from scotsearch.search._beam_progress import BeamProgress
@@ -110,9 +109,7 @@ class CandidateScorer:
         for s in subsets:
             self._extras[s] = {"failed": True, "error": error}
         self.n_failed += len(subsets)
-        gc.collect()  # what the failed call held, before the next chunk asks for it
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        release_after_out_of_memory()
 
     def _full(self, subsets: list[Subset]) -> list[float]:
         bar = self.progress
