@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -299,7 +300,7 @@ def test_cache_on_a_full_disk(full_disk: Path, demo_root: Path, fill: str) -> No
 
 
 @pytest.fixture
-def read_only(tmp_path: Path) -> tuple[Path, list[str]]:
+def read_only(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
     """A folder ``ro`` in ``tmp_path`` that the CLI cannot write to, and the command prefix
     that makes it so; skipped where that cannot be arranged.
 
