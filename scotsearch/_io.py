@@ -18,6 +18,9 @@ from pathlib import Path
 #: Suffix of every temporary file :func:`atomic_write` creates.
 TMP_SUFFIX = ".tmp"
 
+#: What :func:`check_destination` writes to find a full disk before the work (one page).
+_PROBE_BYTES = 4096
+
 
 def tmp_name(final: Path) -> str:
     """Prefix of a temporary file for ``final``: hidden, with host and pid of the writer.
@@ -139,8 +142,9 @@ def check_destination(path: Path, what: str = "--output") -> None:
     """Refuse, before any work, an output file that could not be written at the end.
 
     The file may not exist yet, nor its folders (:func:`atomic_write` creates them); the
-    nearest folder that does exist must be a writable folder, and a trial temporary file is
-    made and removed there to catch read-only file systems. Creates nothing that stays.
+    nearest folder that does exist must be a writable folder, and a trial temporary file of
+    one block is written and removed there to catch read-only file systems and full disks.
+    Creates nothing that stays.
 
     Args:
         path: the file a command will write.
@@ -148,7 +152,7 @@ def check_destination(path: Path, what: str = "--output") -> None:
 
     Raises:
         ScotsearchError: ``path`` is a folder, lies under a file, or its folder is not
-            writable.
+            writable or has no room for a block.
     """
     from scotsearch.errors import ScotsearchError
 
@@ -161,12 +165,20 @@ def check_destination(path: Path, what: str = "--output") -> None:
         folder = folder.parent
     if not folder.is_dir():
         raise ScotsearchError(f"{what} {path} cannot be created: {folder} is a file")
+    tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=tmp_name(path), suffix=TMP_SUFFIX, dir=folder)
+        try:
+            # A block of data too: a full disk still lets a file be created.
+            os.write(fd, b"\0" * _PROBE_BYTES)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise ScotsearchError(
             f"{what} {path} cannot be written: {exc.strerror or exc} ({folder})"
         ) from None
-    os.close(fd)
-    os.unlink(tmp)
+    finally:
+        if tmp is not None:
+            os.unlink(tmp)
 

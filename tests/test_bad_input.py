@@ -258,8 +258,7 @@ def _fill(folder: Path) -> None:
 
 
 def test_export_on_a_full_disk(tmp_path: Path, full_disk: Path) -> None:
-    # Before: a traceback. The destination is a writable folder, so the check before the
-    # work passes; the write itself fails.
+    # Before: a traceback. Now refused by the destination check, before the study is read.
     from scotsearch.search.beam_study import run_beam
 
     run_beam(_synthetic_evaluator(), study="s", storage=f"sqlite:///{tmp_path}/s.db", beam=2,
@@ -267,7 +266,28 @@ def test_export_on_a_full_disk(tmp_path: Path, full_disk: Path) -> None:
     _fill(full_disk)
     line = refused(full_disk, "export", "--study", "s", "--storage", str(tmp_path / "s.db"),
                    "-o", "out/pairs.csv", says="No space left on device")
-    assert "out/pairs.csv" in line  # the file named; the folder made for it is gone again
+    assert "out/pairs.csv" in line
+
+
+def test_evaluate_output_on_a_full_disk(full_disk: Path) -> None:
+    # Before: the evaluation ran, then the result could not be written (a traceback). The
+    # dataset does not exist: the output is refused first, before any work.
+    _fill(full_disk)
+    refused(full_disk, "evaluate", "--dataset", "spair", "--datapath", "nowhere",
+            "--output", "result.json", says="--output result.json cannot be written: No space")
+
+
+def test_atomic_write_on_a_full_disk(full_disk: Path) -> None:
+    # What writes late (the cache, a result that outgrew the space the check saw): the
+    # error names the file, and neither the temporary nor the folders made for it remain.
+    from scotsearch._io import atomic_write
+
+    before = snapshot(full_disk)
+    final = full_disk / "a" / "b" / "big.json"
+    with pytest.raises(OSError) as err:
+        atomic_write(final, "x" * (64 * 1024))
+    assert err.value.filename == str(final)
+    assert snapshot(full_disk) == before, sorted(snapshot(full_disk) ^ before)
 
 
 @pytest.mark.parametrize("fill", ["all", "nearly"])
