@@ -130,19 +130,29 @@ def test_new_database_under_a_file_leaves_nothing(tmp_path: Path) -> None:
     assert "afile" in _storage_failure("afile/sub/s.db", tmp_path)
 
 
-def test_workers_starting_together_on_a_new_database(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_workers_starting_together_on_a_new_database(tmp_path: Path, kind: str) -> None:
     # Before: 3 of 5 tries had one worker fail with "table studies already exists".
+    from scotsearch.study import list_studies
+
     ctx = mp.get_context("spawn")
+    n = 4
     for attempt in range(2):
-        url = f"sqlite:///{tmp_path}/new{attempt}.db"
+        if kind == "sqlite":
+            url = f"sqlite:///{tmp_path}/new{attempt}.db"
+        else:
+            url = f"journal:{tmp_path}/new{attempt}.log"
         q: mp.Queue = ctx.Queue()
-        procs = [ctx.Process(target=open_and_create, args=(url, "s", q)) for _ in range(4)]
+        start = ctx.Barrier(n)
+        procs = [ctx.Process(target=open_and_create, args=(url, "s", q, start))
+                 for _ in range(n)]
         for p in procs:
             p.start()
         for p in procs:
             p.join(120)
         results = [q.get(timeout=5) for _ in procs]
-        assert results == ["ok"] * 4, results
+        assert results == ["ok"] * n, results
+        assert [r["study"] for r in list_studies(url)] == ["s"]
 
 
 def test_workers_starting_together_on_a_new_postgresql_database(postgres_url: str) -> None:
