@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import sqlite3
 import time
 import warnings
@@ -329,9 +330,8 @@ def _open_rdb(url: str, *, heartbeat: bool, sqlite_file: Path | None) -> BaseSto
         raise
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy's URL/driver errors vary by backend
         if type(exc).__module__.startswith("sqlalchemy") or isinstance(exc, ImportError):
-            raise ScotsearchError(
-                f"cannot open study storage {url}: {first_line(exc)}"
-            ) from None
+            why = first_line(exc) if sqlite_file is None else _sqlite_failure(sqlite_file, exc)
+            raise ScotsearchError(f"cannot open study storage {url}: {why}") from None
         raise
     if url.startswith("sqlite"):
         from sqlalchemy import event
@@ -343,7 +343,11 @@ def _open_rdb(url: str, *, heartbeat: bool, sqlite_file: Path | None) -> BaseSto
     return storage
 
 
-def _sqlite_failure(path: Path, exc: sqlite3.Error) -> str:
+#: Free bytes below which a SQLite failure is blamed on the disk being full.
+_LOW_SPACE = 1 << 20
+
+
+def _sqlite_failure(path: Path, exc: Exception) -> str:
     """SQLite's text for a file it could not open, with the cause it leaves out."""
     text = first_line(exc)  # "unable to open database file" says neither what nor why
     folder = path.parent
@@ -351,6 +355,10 @@ def _sqlite_failure(path: Path, exc: sqlite3.Error) -> str:
         return f"{text} (the folder {folder} is not writable; SQLite writes its files there)"
     if path.exists() and not os.access(path, os.W_OK):
         return f"{text} ({path} is read-only)"
+    with contextlib.suppress(OSError):
+        free = shutil.disk_usage(folder).free
+        if free < _LOW_SPACE:  # a full disk reads "disk I/O error"
+            return f"{text} (the disk of {folder} is full: {free // 1024} KiB free)"
     return text
 
 
