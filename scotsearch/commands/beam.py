@@ -160,9 +160,11 @@ def run(args: argparse.Namespace) -> int:
         f"PCK@{alphas[0]:g} = {best.score:.2f} on {dataset.name} {dataset.split} "
         f"({len(dataset.pairs)} pairs, {source.backbone}, {match.variant})"
     )
+    failed = (f", {outcome.failed} of them failed (out of memory; run again to retry them)"
+              if outcome.failed else "")
     print(
         f"study '{name}' in {describe_storage(storage)}: {len(res.candidates)} candidates "
-        f"({res.n_scored} scored now, {res.n_reused} already stored)"
+        f"({res.n_scored} scored now{failed}, {res.n_reused} already stored)"
     )
     storage_flag = f" --storage {args.storage}" if args.storage else ""
     print(f"export: scotsearch export --study {name}{storage_flag} --format csv")

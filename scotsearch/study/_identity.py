@@ -149,7 +149,9 @@ def pairs_digest(pairs: Iterable[Pair]) -> str:
     """
     h = hashlib.sha256()
     for p in pairs:
-        h.update(f"{p.pair_id}|{p.src_path}|{p.trg_path}\n".encode())
+        # surrogateescape: a path that is not valid UTF-8 (bytes the OS handed over) hashes
+        # as its own bytes; valid text hashes as before.
+        h.update(f"{p.pair_id}|{p.src_path}|{p.trg_path}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:16]
 
 
