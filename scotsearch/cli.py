@@ -52,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 1 runtime failure, 2 bad input, 130 Ctrl-C)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The command line as given, for commands that start copies of themselves (--workers).
+    args._argv = list(sys.argv[1:] if argv is None else argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
