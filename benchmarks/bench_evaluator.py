@@ -92,6 +92,29 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+#: The base set of the candidates: SCOT's PF-PASCAL layers of ResNet-101.
+BASE_SET = (2, 22, 24, 25, 27, 28, 29)
+
+
+def spair_size_setup(n_pairs: int, n_subsets: int, device: torch.device
+                     ) -> tuple[Dataset, RandomSource, list[tuple[int, ...]]]:
+    """``n_pairs`` SPair-size pairs (12 keypoints each), their random features, and
+    ``n_subsets`` candidates as at a beam depth: :data:`BASE_SET` plus one more layer each."""
+    rng = np.random.default_rng(0)
+    sizes, pairs = {}, []
+    for k in range(n_pairs):
+        sizes[f"s{k}"] = (225, 300)
+        sizes[f"t{k}"] = (200, 300)
+        kps = rng.uniform(20, 190, size=(12, 2))
+        pairs.append(Pair(pair_id=str(k), category="x", src_path=Path(f"s{k}"),
+                          trg_path=Path(f"t{k}"), src_kps=kps, trg_kps=kps,
+                          trg_bbox=np.array([0, 0, 200, 150.0])))
+    ds = Dataset(name="bench", split="val", root=Path("."), pairs=tuple(pairs),
+                 default_thres="bbox")
+    many = [tuple(sorted(set(BASE_SET) | {c})) for c in range(3, 34) if c not in BASE_SET]
+    return ds, RandomSource(sizes, device), many[:n_subsets]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -101,22 +124,8 @@ def main() -> None:
     ap.add_argument("--engines", default="eager,fused", help="comma-separated engines to time")
     args = ap.parse_args()
     device = torch.device(args.device)
-    rng = np.random.default_rng(0)
-    sizes, pairs = {}, []
-    for k in range(args.pairs):
-        sizes[f"s{k}"] = (225, 300)
-        sizes[f"t{k}"] = (200, 300)
-        kps = rng.uniform(20, 190, size=(12, 2))
-        pairs.append(Pair(pair_id=str(k), category="x", src_path=Path(f"s{k}"),
-                          trg_path=Path(f"t{k}"), src_kps=kps, trg_kps=kps,
-                          trg_bbox=np.array([0, 0, 200, 150.0])))
-    ds = Dataset(name="bench", split="val", root=Path("."), pairs=tuple(pairs),
-                 default_thres="bbox")
-    source = RandomSource(sizes, device)
+    ds, source, many = spair_size_setup(args.pairs, args.subsets, device)
     match = MatchConfig.from_variant(args.variant)
-    one = (2, 22, 24, 25, 27, 28, 29)
-    # Candidate subsets as at a beam depth: a base set plus one more layer each.
-    many = [tuple(sorted(set(one) | {c})) for c in range(3, 34) if c not in one][: args.subsets]
     for k in range(args.pairs):  # generate the features outside the timed region
         source.get(Path(f"s{k}"), (0,), need_cam=False)
         source.get(Path(f"t{k}"), (0,), need_cam=False)

@@ -21,8 +21,6 @@ import numpy as np
 import torch
 
 from scotsearch.config import MatchConfig
-from scotsearch.data.pairs import Dataset
-from scotsearch.data.pairs import Pair
 from scotsearch.evaluate import Evaluator
 from scotsearch.fused import _device_chain
 from scotsearch.fused import _triton as kern
@@ -33,7 +31,7 @@ from scotsearch.rhm import hough_tables
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_evaluator import RandomSource  # noqa: E402
+from bench_evaluator import spair_size_setup  # noqa: E402
 
 
 def device_ms(fn, dev: torch.device, repeat: int = 10) -> float:  # noqa: ANN001
@@ -123,19 +121,7 @@ def kernels_alone(S: int, dev: torch.device, hs: int = 57, ws: int = 75, ht: int
 
 def evaluator_calls(S: int, n_pairs: int) -> None:
     dev = torch.device("cuda")
-    rng = np.random.default_rng(0)
-    sizes, pairs = {}, []
-    for k in range(n_pairs):
-        sizes[f"s{k}"], sizes[f"t{k}"] = (225, 300), (200, 300)
-        kps = rng.uniform(20, 190, size=(12, 2))
-        pairs.append(Pair(pair_id=str(k), category="x", src_path=Path(f"s{k}"),
-                          trg_path=Path(f"t{k}"), src_kps=kps, trg_kps=kps,
-                          trg_bbox=np.array([0, 0, 200, 150.0])))
-    ds = Dataset(name="bench", split="val", root=Path("."), pairs=tuple(pairs),
-                 default_thres="bbox")
-    source = RandomSource(sizes, dev)
-    one = (2, 22, 24, 25, 27, 28, 29)
-    many = [tuple(sorted(set(one) | {c})) for c in range(3, 34) if c not in one][:S]
+    ds, source, many = spair_size_setup(n_pairs, S, dev)
     warm_up(dev)
     for variant in ("ot-rhm-stair", "ot-rhm"):
         for method in ("atomic", "shift"):

@@ -18,6 +18,9 @@ from pathlib import Path
 #: Suffix of every temporary file :func:`atomic_write` creates.
 TMP_SUFFIX = ".tmp"
 
+#: What :func:`check_destination` writes to find a full disk before the work (one page).
+_PROBE_BYTES = 4096
+
 
 def tmp_name(final: Path) -> str:
     """Prefix of a temporary file for ``final``: hidden, with host and pid of the writer.
@@ -68,23 +71,49 @@ def atomic_write(final: Path, data: bytes | str, *, fsync: bool = True) -> None:
     the same content.
 
     Args:
-        final: the file to write; its folder is created if missing.
+        final: the file to write; its folder is created if missing (and removed again
+            when the write fails, so a full disk or a kill by Ctrl-C leaves no empty folders).
         data: the bytes, or text (written as UTF-8, newlines untranslated).
         fsync: force the bytes to disk before the rename (``False`` where losing the new
             file in a power cut only costs recomputing it).
     """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=tmp_name(final), suffix=TMP_SUFFIX, dir=final.parent)
+    made: list[Path] = []
+    tmp = None
     try:
+        _make_folders(final.parent, made)
+        fd, tmp = tempfile.mkstemp(prefix=tmp_name(final), suffix=TMP_SUFFIX, dir=final.parent)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode() if isinstance(data, str) else data)
             fh.flush()
             if fsync:
                 os.fsync(fh.fileno())
         os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        for folder in reversed(made):  # the folders made for it, unless another writer's
+            try:                       # files are in them by now
+                folder.rmdir()
+            except OSError:
+                break
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(final)  # a full disk's error names no file by itself
         raise
+
+
+def _make_folders(folder: Path, made: list[Path]) -> None:
+    """``mkdir -p folder``, appending each folder this call created to ``made``, outermost
+    first (a folder another process creates meanwhile is not listed)."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for f in reversed(missing):
+        try:
+            f.mkdir()
+        except FileExistsError:
+            continue
+        made.append(f)
 
 
 def pid_alive(pid: int) -> bool:
@@ -113,8 +142,9 @@ def check_destination(path: Path, what: str = "--output") -> None:
     """Refuse, before any work, an output file that could not be written at the end.
 
     The file may not exist yet, nor its folders (:func:`atomic_write` creates them); the
-    nearest folder that does exist must be a writable folder, and a trial temporary file is
-    made and removed there to catch read-only file systems. Creates nothing that stays.
+    nearest folder that does exist must be a writable folder, and a trial temporary file of
+    one block is written and removed there to catch read-only file systems and full disks.
+    Creates nothing that stays.
 
     Args:
         path: the file a command will write.
@@ -122,7 +152,7 @@ def check_destination(path: Path, what: str = "--output") -> None:
 
     Raises:
         ScotsearchError: ``path`` is a folder, lies under a file, or its folder is not
-            writable.
+            writable or has no room for a block.
     """
     from scotsearch.errors import ScotsearchError
 
@@ -135,12 +165,20 @@ def check_destination(path: Path, what: str = "--output") -> None:
         folder = folder.parent
     if not folder.is_dir():
         raise ScotsearchError(f"{what} {path} cannot be created: {folder} is a file")
+    tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=tmp_name(path), suffix=TMP_SUFFIX, dir=folder)
+        try:
+            # A block of data too: a full disk still lets a file be created.
+            os.write(fd, b"\0" * _PROBE_BYTES)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise ScotsearchError(
             f"{what} {path} cannot be written: {exc.strerror or exc} ({folder})"
         ) from None
-    os.close(fd)
-    os.unlink(tmp)
+    finally:
+        if tmp is not None:
+            os.unlink(tmp)
 

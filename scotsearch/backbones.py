@@ -1,5 +1,9 @@
 """ImageNet ResNets with the HPF layer numbering, their weights, and per-image extraction.
 
+Other backbones (``timm:NAME``, ``torchvision:NAME``, ``fcn-resnet101``) are
+:class:`scotsearch.zoonet.ZooBackbone`; :func:`load_backbone` and :func:`extract_features`
+take either (:data:`AnyBackbone`).
+
 Layer ids (reference-behaviour.md §1.2, §12.5): id 0 is the stem after max-pool; id k >= 1 is
 the k-th bottleneck (counted over layer1..layer4) after the residual add and *before* its
 final ReLU. torchvision's block outputs (post-ReLU) are not the same features, so the
@@ -14,6 +18,7 @@ import warnings
 from collections.abc import Iterable
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -22,14 +27,17 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck
 from torchvision.models.resnet import ResNet
 
-from scotsearch.cam import multiscale_cam
+from scotsearch import zoo
+from scotsearch.cam import multiscale_cams
 from scotsearch.config import Profile
 from scotsearch.errors import ConfigError
 from scotsearch.errors import DataError
 from scotsearch.errors import ScotsearchError
 from scotsearch.features import ImageFeatures
-from scotsearch.layers import LayerSpec
 from scotsearch.layers import layer_specs
+from scotsearch.layerspec import LayerSpec
+from scotsearch.preprocess import IMAGENET_MEAN
+from scotsearch.preprocess import IMAGENET_STD
 from scotsearch.preprocess import prepare_image
 from scotsearch.weights import IMAGENET_WEIGHTS
 from scotsearch.weights import WeightsSpec
@@ -39,6 +47,8 @@ from scotsearch.weights import imagenet_checkpoint
 from scotsearch.weights import imagenet_file_name
 from scotsearch.weights import imagenet_url
 from scotsearch.weights import parse_weights
+from scotsearch.zoonet import ZooBackbone
+from scotsearch.zoonet import load_zoo
 
 
 logger = logging.getLogger(__name__)
@@ -94,10 +104,26 @@ class Backbone(nn.Module):
         # Batch-norm must use its running statistics (references call .eval()).
         self.eval()
 
+    #: The foreground map it gives: SCOT's multi-scale CAM.
+    marginal = "cam"
+
     @property
     def fc(self) -> nn.Linear:
         """The ImageNet classifier (``[1000 x 2048]`` weight), used by the CAM."""
         return self.net.fc
+
+    @property
+    def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...], int]:
+        """``(mean, std, multiple)`` of the network input: ImageNet's, no padding."""
+        return IMAGENET_MEAN, IMAGENET_STD, 1
+
+    def foreground(self, x: torch.Tensor, last: torch.Tensor | None,
+                   logits: torch.Tensor | None, *, compat: str = "") -> torch.Tensor:
+        """SCOT's multi-scale CAM ``[n x h x w]`` of ``x`` (``last``/``logits`` of its pass);
+        the same in every compat mode."""
+        del compat
+        assert last is not None and logits is not None
+        return multiscale_cams(self, x, base=(last, logits))
 
     @property
     def device(self) -> torch.device:
@@ -166,6 +192,10 @@ class Backbone(nn.Module):
         return feats, last, logits
 
 
+#: Either kind of loaded backbone.
+AnyBackbone = Union[Backbone, ZooBackbone]
+
+
 def _build(name: str, seed: int) -> ResNet:
     """A randomly initialised ResNet, deterministic in ``seed`` (global RNG left untouched)."""
     with torch.random.fork_rng(devices=[]):
@@ -181,6 +211,7 @@ def _skeleton(name: str) -> ResNet:
 
 def _check_name(name: str) -> None:
     if name not in _BUILDERS:
+        zoo.check_name(name)
         raise ConfigError(f"unknown backbone {name!r}; choose one of {sorted(_BUILDERS)}")
 
 
@@ -210,7 +241,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _load_into(net: ResNet, state: Mapping[str, torch.Tensor], source: str) -> None:
+def _load_into(net: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
     """Strictly load ``state`` into ``net``; one-line error naming ``source`` on mismatch."""
     own = net.state_dict()
     # Checkpoints from before BatchNorm counted batches lack num_batches_tracked.
@@ -247,7 +278,9 @@ def _load_into(net: ResNet, state: Mapping[str, torch.Tensor], source: str) -> N
     net.load_state_dict(full, strict=True, assign=True)
 
 
-def _arch_of(net: ResNet) -> str:
+def _arch_of(net: nn.Module) -> str:
+    if not isinstance(net, ResNet):
+        return type(net).__name__
     n = sum(len(s) for s in (net.layer1, net.layer2, net.layer3, net.layer4))
     return {16: "resnet50", 33: "resnet101"}.get(n, "this ResNet")
 
@@ -286,11 +319,13 @@ def _imagenet_state(name: str) -> dict[str, torch.Tensor]:
 
 def load_backbone(
     name: str, weights: str | None = None, *, seed: int = 0, allow_random_fallback: bool = False
-) -> Backbone:
+) -> AnyBackbone:
     """Build a backbone with the requested weights.
 
     Args:
-        name: ``resnet50`` or ``resnet101``.
+        name: ``resnet50`` or ``resnet101``; or a zoo backbone (``timm:NAME``,
+            ``torchvision:NAME``, ``fcn-resnet101``: :func:`scotsearch.zoonet.load_zoo`,
+            whose default weights are the model's pretrained ones from a local cache).
         weights: ``None`` or ``"IMAGENET1K_V1"`` (torchvision's V1 ImageNet weights, what the
             references used), ``"random"`` / ``"random:seed<N>"`` (seeded random init), or a
             path to a checkpoint (plain state dict, or under ``state_dict``/``model``; a
@@ -306,6 +341,8 @@ def load_backbone(
         ConfigError: unknown backbone name.
         ScotsearchError: weights missing, unreadable or not matching the architecture.
     """
+    if zoo.is_zoo(name):
+        return load_zoo(name, weights, seed=seed, allow_random_fallback=allow_random_fallback)
     _check_name(name)
     spec = parse_weights(weights, seed)
     if spec.kind == "imagenet":
@@ -334,7 +371,7 @@ def load_backbone(
 
 
 def extract_features(
-    backbone: Backbone,
+    backbone: AnyBackbone,
     img: torch.Tensor,
     profile: Profile,
     layer_ids: Iterable[int] | None = None,
@@ -349,12 +386,16 @@ def extract_features(
         img: ``[3 x H x W]`` uint8 RGB image.
         profile: preprocessing conventions.
         layer_ids: ids to keep (``None``: all of them).
-        with_cam: also compute the multi-scale CAM (runs the whole network at 3 scales).
+        with_cam: also compute the foreground map (ResNets and other CAM networks: the
+            multi-scale CAM, running the whole network at 3 scales; FCN: its foreground
+            probability); ignored for a network that gives none (the map is then ``None``).
         device: where to compute (default: the backbone's device).
 
     Returns:
         ``ImageFeatures`` with float32 CPU tensors: layers id -> ``[C x h x w]``, CAM
-        ``[H' x W']`` at the network-input size (``None`` without ``with_cam``).
+        ``[H' x W']`` at the network-input size (``None`` without ``with_cam``). The network
+        input is normalised with the backbone's own statistics and, for ViTs, padded to a
+        multiple of the patch (``image_size`` is the padded size).
     """
     if img.dim() != 3 or img.shape[0] != 3:
         raise DataError(f"expected an RGB image tensor [3, H, W], got shape {list(img.shape)}")
@@ -362,13 +403,14 @@ def extract_features(
         backbone.to(device)
     target = backbone.device
     ids = tuple(range(len(backbone.specs))) if layer_ids is None else tuple(layer_ids)
+    with_cam = with_cam and backbone.marginal is not None
+    mean, std, multiple = backbone.normalisation
     with torch.no_grad():
-        x, ratio = prepare_image(img.to(target), profile)
+        x, ratio = prepare_image(img.to(target), profile, mean=mean, std=std, multiple=multiple)
         feats, last, logits = backbone.forward_layers(x, ids, need_logits=with_cam)
         cam = None
         if with_cam:
-            assert last is not None and logits is not None
-            cam = multiscale_cam(backbone, x, base=(last, logits)).float().cpu()
+            cam = backbone.foreground(x, last, logits, compat=profile.name)[0].float().cpu()
     return ImageFeatures(
         layers={k: v[0].float().cpu() for k, v in sorted(feats.items())},
         image_size=(int(x.shape[2]), int(x.shape[3])),

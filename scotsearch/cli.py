@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from scotsearch._version import __version__
 from scotsearch.errors import ScotsearchError
 from scotsearch.errors import first_line
+from scotsearch.errors import is_out_of_memory
 
 
 #: command name -> module under scotsearch.commands exposing HELP, add_arguments(parser)
@@ -23,6 +24,8 @@ COMMANDS = {
     "tune": "tune",
     "studies": "studies",
     "export": "export",
+    "datasets": "datasets",
+    "layers": "layers",
     "report": "report",
 }
 
@@ -50,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 1 runtime failure, 2 bad input, 130 Ctrl-C)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The command line as given, for commands that start copies of themselves (--workers).
+    args._argv = list(sys.argv[1:] if argv is None else argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
@@ -84,7 +89,7 @@ def user_error(exc: BaseException) -> str | None:
         what = exc.strerror or str(exc) or type(exc).__name__
         names = [str(f) for f in (exc.filename, exc.filename2) if f is not None]
         return f"{what}: {' -> '.join(names)}" if names else what
-    if isinstance(exc, MemoryError) or _is_torch_oom(exc):
+    if is_out_of_memory(exc):
         return (
             "out of memory: lower --image-side, --chunk or the number of candidates per pass "
             f"({first_line(exc)})"
@@ -96,11 +101,3 @@ def user_error(exc: BaseException) -> str | None:
     if isinstance(exc, UnicodeError):
         return f"a file or folder name is not valid text in this locale: {exc}"
     return None
-
-
-def _is_torch_oom(exc: BaseException) -> bool:
-    # torch raises OutOfMemoryError on CUDA and a plain RuntimeError from its CPU allocator.
-    if type(exc).__name__ == "OutOfMemoryError":
-        return True
-    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
-

@@ -28,3 +28,14 @@ def first_line(exc: BaseException) -> str:
     exc = getattr(exc, "orig", None) or exc
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says that memory ran out: Python's MemoryError, torch's
+    ``OutOfMemoryError`` (CUDA) or the RuntimeError of torch's CPU allocator.
+
+    Matched by type name, so that callers need not import torch.
+    """
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)

@@ -25,13 +25,14 @@ from scotsearch.config import RUN_COLUMNS
 from scotsearch.config import MatchConfig
 from scotsearch.config import RunConfig
 from scotsearch.errors import ScotsearchError
+from scotsearch.layers import layer_names
 from scotsearch.search.beam import as_subset
 from scotsearch.study import completed_trials
 from scotsearch.study import rank_key
 
 
 #: Columns after the configuration, in order (``pooled_pck`` only when some row has it).
-RESULT_COLUMNS = ("study", "trial", "pck", "pooled_pck", "depth")
+RESULT_COLUMNS = ("study", "trial", "pck", "pooled_pck", "depth", "layer_names")
 
 
 def export_rows(study: optuna.Study) -> list[dict[str, Any]]:
@@ -68,6 +69,8 @@ def export_rows(study: optuna.Study) -> list[dict[str, Any]]:
         if "pooled_pck" in attrs:
             row["pooled_pck"] = float(attrs["pooled_pck"])
         row["depth"] = attrs.get("depth", "")
+        # the modules the ids name (ids alone mean nothing for another backbone)
+        row["layer_names"] = layer_names(cfg.backbone, layers)
         for cat, value in sorted((attrs.get("per_category") or {}).items()):
             row[f"pck_{cat}"] = float(value)
         rows.append(row)

@@ -9,6 +9,7 @@ A run that cannot fit this is refused before it starts, with the largest side th
 
 from __future__ import annotations
 
+import gc
 import math
 
 import torch
@@ -76,3 +77,11 @@ def check_fits(image_side: int, ncells: int, device: torch.device) -> None:
         f"--image-side {image_side} with --ncells {ncells} needs at least "
         f"{need / gib:.1f} GiB per pair but {device.type} has {free / gib:.1f} GiB free; {hint}"
     )
+
+
+def release_after_out_of_memory() -> None:
+    """Give back what a failed allocation's call held, before the search's next step asks
+    for it: Python's garbage and, on CUDA, the caching allocator's unused blocks."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

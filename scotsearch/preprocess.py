@@ -50,7 +50,10 @@ def resize_plan(height: int, width: int, profile: Profile) -> tuple[tuple[int, i
     return new_size, float(ratio)
 
 
-def prepare_image(img: torch.Tensor, profile: Profile) -> tuple[torch.Tensor, float]:
+def prepare_image(
+    img: torch.Tensor, profile: Profile, *, mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD, multiple: int = 1,
+) -> tuple[torch.Tensor, float]:
     """Normalise and resize an RGB image into the network input.
 
     Pure and device-following: the result lives on ``img.device``.
@@ -58,6 +61,10 @@ def prepare_image(img: torch.Tensor, profile: Profile) -> tuple[torch.Tensor, fl
     Args:
         img: ``[3 x H x W]`` uint8 RGB image (float input in 0..255 is accepted too).
         profile: image-size conventions (``image_side``, ``upsample_small``).
+        mean, std: the network's input statistics (default: ImageNet's, the references').
+        multiple: pad the normalised, resized image with zeros (the mean colour) at the
+            bottom and right to a multiple of this in both sides (a ViT's patch); the
+            geometry (ratio, pixel coordinates) is unchanged.
 
     Returns:
         ``(x, ratio)``: ``x`` is the ``[1 x 3 x h x w]`` float32 normalised network input and
@@ -73,12 +80,14 @@ def prepare_image(img: torch.Tensor, profile: Profile) -> tuple[torch.Tensor, fl
         )
 
     x = img.to(torch.float32) / 255.0
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(3, 1, 1)
     # Normalise first, resize second: the references' order (dataset transform, then resize).
-    x = ((x - mean) / std).unsqueeze(0)
+    x = ((x - m) / s).unsqueeze(0)
     if (new_h, new_w) != (height, width):
         # SCOT also "resizes" when the size does not change; bilinear with
         # align_corners=False onto the same size is the identity, so skipping it is exact.
         x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False)
+    if multiple > 1:
+        x = F.pad(x, (0, -new_w % multiple, 0, -new_h % multiple))
     return x, ratio

@@ -106,7 +106,9 @@ def spelling_of(description: str) -> str | None:
     path = description_file(description)
     if path is not None:
         return str(path)
-    return None if description == IMAGENET_WEIGHTS else description
+    if description == IMAGENET_WEIGHTS or description.startswith("pretrained"):
+        return None  # the default spelling loads the pretrained weights
+    return description
 
 
 def imagenet_url(backbone: str) -> str:

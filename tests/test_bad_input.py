@@ -14,6 +14,8 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save as st_save
+from storage_workers import open_and_create
 
 from scotsearch.cache import FeatureCache
 from scotsearch.cache._format import EntryError
@@ -42,18 +45,22 @@ def snapshot(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*")}
 
 
-def run_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    cwd: Path, *args: str, prefix: Sequence[str] = ()
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     env.pop("SCOTSEARCH_STORAGE", None)
     env.pop("OPTUNA_STORAGE", None)
-    return subprocess.run([sys.executable, "-m", "scotsearch", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([*prefix, sys.executable, "-m", "scotsearch", *args], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=300)
 
 
-def refused(cwd: Path, *args: str, says: str, status: int = 2) -> str:
+def refused(
+    cwd: Path, *args: str, says: str, status: int = 2, prefix: Sequence[str] = ()
+) -> str:
     """Run the CLI in ``cwd``; assert one error line containing ``says`` and no new file."""
     before = snapshot(cwd)
-    r = run_cli(cwd, *args)
+    r = run_cli(cwd, *args, prefix=prefix)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == status, r.stderr
     assert len(lines) == 1, r.stderr
@@ -61,6 +68,21 @@ def refused(cwd: Path, *args: str, says: str, status: int = 2) -> str:
     assert says in lines[0], lines[0]
     assert snapshot(cwd) == before, sorted(snapshot(cwd) ^ before)
     return lines[0]
+
+
+#: The smallest real run of a command on the demo data: 2 pairs, 64 px, random weights.
+FAST = ("--dataset", "demo", "--max-pairs", "2", "--image-side", "64", "--backbone",
+        "resnet50", "--weights", "random", "--engine", "eager")
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo data, written once for this module (pass it as ``--datapath``)."""
+    from scotsearch.data.demo import ensure_demo
+
+    root = tmp_path_factory.mktemp("demo")
+    ensure_demo(root)
+    return root
 
 
 # ----------------------------------------------------------------------------- storage
@@ -108,31 +130,60 @@ def test_new_database_under_a_file_leaves_nothing(tmp_path: Path) -> None:
     assert "afile" in _storage_failure("afile/sub/s.db", tmp_path)
 
 
-def _open_and_create(url: str, name: str, q: mp.Queue) -> None:
-    from scotsearch.study import open_shared_storage
-    from scotsearch.study import open_study
-
-    try:
-        st = open_shared_storage(url, attempts=1)  # no retry: the lock alone must suffice
-        open_study(name, st)
-        q.put("ok")
-    except Exception as exc:  # noqa: BLE001 - reported to the parent
-        q.put(f"{type(exc).__name__}: {exc}")
-
-
-def test_workers_starting_together_on_a_new_database(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_workers_starting_together_on_a_new_database(tmp_path: Path, kind: str) -> None:
     # Before: 3 of 5 tries had one worker fail with "table studies already exists".
+    from scotsearch.study import list_studies
+
     ctx = mp.get_context("spawn")
+    n = 4
     for attempt in range(2):
-        url = f"sqlite:///{tmp_path}/new{attempt}.db"
+        if kind == "sqlite":
+            url = f"sqlite:///{tmp_path}/new{attempt}.db"
+        else:
+            url = f"journal:{tmp_path}/new{attempt}.log"
         q: mp.Queue = ctx.Queue()
-        procs = [ctx.Process(target=_open_and_create, args=(url, "s", q)) for _ in range(4)]
+        start = ctx.Barrier(n)
+        procs = [ctx.Process(target=open_and_create, args=(url, "s", q, start))
+                 for _ in range(n)]
         for p in procs:
             p.start()
         for p in procs:
             p.join(120)
         results = [q.get(timeout=5) for _ in procs]
-        assert results == ["ok"] * 4, results
+        assert results == ["ok"] * n, results
+        assert [r["study"] for r in list_studies(url)] == ["s"]
+
+
+def test_workers_starting_together_on_a_new_postgresql_database(postgres_url: str) -> None:
+    # Before: retried on "duplicate key value violates unique constraint" (Optuna's schema
+    # creation races); now the first worker creates the schema under an advisory lock and
+    # the others wait for it, with no retry needed.
+    from sqlalchemy import create_engine
+    from sqlalchemy import text
+
+    ctx = mp.get_context("spawn")
+    n = 6
+    q: mp.Queue = ctx.Queue()
+    start = ctx.Barrier(n)
+    procs = [ctx.Process(target=open_and_create, args=(postgres_url, "s", q, start))
+             for _ in range(n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    results = [q.get(timeout=5) for _ in procs]
+    assert results == ["ok"] * n, results
+    engine = create_engine(postgres_url)
+    try:
+        with engine.connect() as con:
+            assert con.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+            assert con.execute(text("SELECT count(*) FROM studies")).scalar() == 1
+            # the lock is released: nobody holds an advisory lock any more
+            held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            assert con.execute(text(held)).scalar() == 0
+    finally:
+        engine.dispose()
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -188,7 +239,152 @@ def full_disk(tmp_path: Path):
 def test_new_database_on_a_full_disk(full_disk: Path) -> None:
     # Before: 14 lines of SQL and a partial database file.
     line = _storage_failure("s.db", full_disk)
-    assert "storage" in line or "space" in line, line
+    assert "cannot open study storage sqlite:///s.db" in line, line
+    assert "the disk of . is full" in line, line  # SQLite's own text is "disk I/O error"
+
+
+def _synthetic_evaluator():
+    """An evaluator over synthetic features and pairs (scores in milliseconds)."""
+    from scotsearch.config import MatchConfig
+    from scotsearch.evaluate import Evaluator
+    from scotsearch.testing import SyntheticSource
+    from scotsearch.testing import synthetic_dataset
+
+    ds = synthetic_dataset(4, image_hw=(32, 48), n_kps=5, seed=1)
+    src = SyntheticSource("resnet50", informative=(1, 3), image_hw=(32, 48))
+    return Evaluator(ds, src, match=MatchConfig(similarity="cos", rhm=False),
+                     profile=get_profile("scot"))
+
+
+def _fill(folder: Path) -> None:
+    """Take the last free bytes of ``folder``'s file system (files can still be created)."""
+    fd = os.open(folder / "filler-rest", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def test_export_on_a_full_disk(tmp_path: Path, full_disk: Path) -> None:
+    # Before: a traceback. Now refused by the destination check, before the study is read.
+    from scotsearch.search.beam_study import run_beam
+
+    run_beam(_synthetic_evaluator(), study="s", storage=f"sqlite:///{tmp_path}/s.db", beam=2,
+             max_layers=1, layers=range(3))
+    _fill(full_disk)
+    line = refused(full_disk, "export", "--study", "s", "--storage", str(tmp_path / "s.db"),
+                   "-o", "out/pairs.csv", says="No space left on device")
+    assert "out/pairs.csv" in line
+
+
+def test_evaluate_output_on_a_full_disk(full_disk: Path) -> None:
+    # Before: the evaluation ran, then the result could not be written (a traceback). The
+    # dataset does not exist: the output is refused first, before any work.
+    _fill(full_disk)
+    refused(full_disk, "evaluate", "--dataset", "spair", "--datapath", "nowhere",
+            "--output", "result.json", says="--output result.json cannot be written: No space")
+
+
+def test_atomic_write_on_a_full_disk(full_disk: Path) -> None:
+    # What writes late (the cache, a result that outgrew the space the check saw): the
+    # error names the file, and neither the temporary nor the folders made for it remain.
+    from scotsearch._io import atomic_write
+
+    before = snapshot(full_disk)
+    final = full_disk / "a" / "b" / "big.json"
+    with pytest.raises(OSError) as err:
+        atomic_write(final, "x" * (64 * 1024))
+    assert err.value.filename == str(final)
+    assert snapshot(full_disk) == before, sorted(snapshot(full_disk) ^ before)
+
+
+@pytest.mark.parametrize("fill", ["all", "nearly"])
+def test_cache_on_a_full_disk(full_disk: Path, demo_root: Path, fill: str) -> None:
+    # Before: a traceback. "all": the first write (the weights digest book) fails;
+    # "nearly": the book and the folder's manifest fit, a feature entry does not.
+    if fill == "all":
+        _fill(full_disk)
+    before = snapshot(full_disk)
+    r = run_cli(full_disk, "evaluate", *FAST, "--datapath", str(demo_root))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("scotsearch: error: No space left on device: cache/"), lines[0]
+    left = snapshot(full_disk) - before
+    if fill == "all":
+        assert not left, sorted(left)
+    else:
+        # No entry, no temporary, no empty entry folder: only the cache's two small
+        # bookkeeping files, complete (written atomically before the disk ran out).
+        files = {p for p in left if (full_disk / p).is_file()}
+        assert {Path(p).name for p in files} == {"weights.json", "manifest.json"}, sorted(left)
+        for p in files:
+            json.loads((full_disk / p).read_text())
+        assert "features" in lines[0] and ".safetensors" in lines[0], lines[0]
+        assert not [p for p in left if (full_disk / p).is_dir() and not any(
+            (full_disk / p).iterdir())], sorted(left)
+
+
+# ----------------------------------------------------------------------------- read-only
+
+
+@pytest.fixture
+def read_only(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
+    """A folder ``ro`` in ``tmp_path`` that the CLI cannot write to, and the command prefix
+    that makes it so; skipped where that cannot be arranged.
+
+    As root, mode bits bind only without CAP_DAC_OVERRIDE: the command runs as root still
+    (so the interpreter, possibly under a 0700 /root, stays reachable) but with that
+    capability dropped from its bounding set.
+    """
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root and setpriv is not available")
+        caps = "-dac_override,-dac_read_search"
+        prefix = [setpriv, f"--bounding-set={caps}", f"--inh-caps={caps}", "--"]
+    ro.chmod(0o555)
+    probe = subprocess.run([*prefix, sys.executable, "-c", f"open({str(ro / 'p')!r}, 'w')"],
+                           capture_output=True)
+    if probe.returncode == 0:
+        (ro / "p").unlink()
+        pytest.skip("a folder without write permission is still writable here")
+    yield ro, prefix
+    ro.chmod(0o755)
+
+
+@pytest.mark.parametrize("storage, says", [
+    ("ro/s.db", "the folder ro is not writable"),
+    ("journal:ro/s.log", "Permission denied: ro/s.log"),
+])
+def test_storage_in_a_read_only_folder(tmp_path: Path, demo_root: Path, read_only,
+                                       storage: str, says: str) -> None:
+    # Before: a traceback; then, for SQLite, "unable to open database file", naming no cause.
+    _, prefix = read_only
+    refused(tmp_path, "beam", *FAST, "--datapath", str(demo_root), "--no-cache",
+            "--storage", storage, says=says, prefix=prefix)
+
+
+@pytest.mark.parametrize("command", [
+    ("evaluate", "--datapath", "nowhere", "--output", "ro/result.json"),
+    ("export", "--study", "s", "--storage", "none.db", "-o", "ro/result.csv"),
+])
+def test_output_in_a_read_only_folder(tmp_path: Path, read_only, command: tuple[str]) -> None:
+    # Refused before any work (the dataset here does not even exist).
+    _, prefix = read_only
+    line = refused(tmp_path, *command, says="cannot be written: Permission denied", prefix=prefix)
+    assert "(ro)" in line
+
+
+def test_cache_in_a_read_only_folder(tmp_path: Path, demo_root: Path, read_only) -> None:
+    _, prefix = read_only
+    refused(tmp_path, "evaluate", *FAST, "--datapath", str(demo_root), "--cache-dir",
+            "ro/cache", says="Permission denied: ro/cache", prefix=prefix)
 
 
 # ----------------------------------------------------------------------------- sizes
@@ -435,3 +631,19 @@ def test_database_server_down_is_one_line(tmp_path: Path) -> None:
     line = refused(tmp_path, "studies", "--storage",
                    "postgresql+psycopg2://scot@127.0.0.1:9/optuna", says="cannot open study")
     assert "127.0.0.1" in line
+
+
+def test_beam_with_a_datapath_that_is_not_utf8(tmp_path: Path, demo_root: Path) -> None:
+    # Before: UnicodeEncodeError in the study's pairs digest, after the study database was
+    # created, while evaluate worked on the same folder. A name the OS hands over is valid.
+    bad = Path(os.fsdecode(os.fsencode(tmp_path) + b"/demo-\xff"))
+    try:
+        shutil.copytree(demo_root, bad)
+    except (OSError, UnicodeError):
+        pytest.skip("this file system refuses a name that is not UTF-8")
+    r = run_cli(tmp_path, "beam", *FAST, "--datapath", str(bad), "--no-cache", "--layers", "0,1",
+                "--max-layers", "1", "--storage", "s.db")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "best layers" in r.stdout
+    r = run_cli(tmp_path, "studies", "--storage", "s.db")
+    assert r.returncode == 0 and "beam-demo-val-resnet50" in r.stdout, r.stderr

@@ -17,6 +17,7 @@ import pytest
 
 from scotsearch.layers import format_layers as subset_key
 from scotsearch.search.beam import Candidate
+from scotsearch.search.beam import NothingScoredError
 from scotsearch.search.beam import Subset
 from scotsearch.search.beam import as_subset
 from scotsearch.search.beam import beam_search
@@ -142,6 +143,23 @@ def test_top_k_is_stable_and_ranks_nan_last():
     scores = [1.0, math.nan, 3.0, 1.0, 3.0]
     cands = [Candidate(layers=(i,), score=s, depth=0) for i, s in enumerate(scores)]
     assert [c.layers for c in top_k(cands, 5)] == [(2,), (4,), (0,), (3,), (1,)]
+
+
+def test_nan_candidates_never_enter_the_beam():
+    # A candidate without a score (its scoring failed) is not grown from, even where fewer
+    # than `beam` candidates have a score; a depth with none ends the search.
+    f = pseudo_random(3)
+    res = beam_search(Recorder(lambda s: math.nan if s == (1,) else f(s)), n_layers=3,
+                      beam=4, max_layers=3)
+    assert [c.layers for c in res.depths[0].beam] == [c.layers for c in top_k(
+        [c for c in res.depths[0].candidates if c.layers != (1,)], 4)]
+    assert all(c.parent != (1,) for c in res.candidates)
+    assert not math.isnan(res.best.score)
+    res = beam_search(Recorder(lambda s: math.nan if len(s) == 2 else f(s)), n_layers=4,
+                      beam=2, max_layers=4)
+    assert len(res.depths) == 2 and res.depths[1].beam == [] and len(res.best.layers) == 1
+    with pytest.raises(NothingScoredError):
+        beam_search(Recorder(lambda s: math.nan), n_layers=3, beam=2)
 
 
 # ------------------------------------------------------------------------------------------
@@ -355,6 +373,92 @@ def test_sigkill_mid_depth_then_resume_equals_uninterrupted_run(tmp_path):
     assert sorted(final) == sorted(ref_keys)
     assert out["best"] == ref.result.best.key and out["pck"] == ref.result.best.score
     assert out["scored"] == n_total - len(partial) and out["reused"] == len(partial)
+
+
+def _out_of_memory(kind: str) -> BaseException:
+    import torch
+
+    if kind == "torch":  # CUDA's
+        return torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+    if kind == "cpu":  # torch's CPU allocator
+        return RuntimeError("[enforce fail at alloc_cpu.cpp:117] . DefaultCPUAllocator: can't "
+                            "allocate memory: you tried to allocate 21474836480 bytes.")
+    return MemoryError()
+
+
+@pytest.mark.parametrize("kind, race", [("torch", None), ("memory", None), ("cpu", 3.0)])
+def test_out_of_memory_fails_one_chunk_and_the_search_goes_on(tmp_path, kind, race):
+    from optuna.trial import TrialState
+
+    from scotsearch.search.beam_study import run_beam
+    from scotsearch.study import completed_trials
+    from scotsearch.study import open_study
+
+    kw = {**RUN_KW, "race": race, "race_block": 2}
+    clean = f"sqlite:///{tmp_path}/clean.db"
+    ref = run_beam(small_evaluator(), study="s", storage=clean, **kw)
+    ref_scores = {c.key: c.score for c in ref.result.candidates}
+
+    ev = small_evaluator()
+    real_score = ev.score
+    calls, lost = [0], []
+
+    def score(subsets, **kw):
+        calls[0] += 1
+        if calls[0] == 2:  # depth 0's second chunk: layers 3 and 4 (3 is informative)
+            lost.extend(subset_key(s) for s in subsets)
+            raise _out_of_memory(kind)
+        return real_score(subsets, **kw)
+
+    ev.score = score
+    url = f"sqlite:///{tmp_path}/oom.db"
+    out = run_beam(ev, study="s", storage=url, **kw)
+    assert lost == ["3", "4"] and out.failed == 2
+    study = open_study("s", url, create=False)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert sorted(t.user_attrs["layers"] for t in failed) == lost
+    assert all(t.user_attrs["error"].startswith("out of memory: ") for t in failed)
+    assert all(t.value is None and t.params["L03"] + t.params["L04"] == 1 for t in failed)
+    # never grown from: no beam holds them, no candidate has them as parent
+    assert not {c.key for d in out.result.depths for c in d.beam} & set(lost)
+    assert not {c.parent for c in out.result.candidates} & {(3,), (4,)}
+    # every other candidate has the score an uninterrupted run gives it
+    got = {t.user_attrs["layers"]: t.value for t in completed_trials(study)}
+    assert set(got) == {c.key for c in out.result.candidates} - set(lost)
+    check = small_evaluator()
+    for key, value in got.items():
+        want = ref_scores.get(key)
+        if want is None:  # grown from a beam the lost chunk changed: score it alone
+            want = float(check.score([as_subset(key)], pair_index=[0, 1]).mean()[0, 0])
+        assert value == want, key
+
+    # a re-run scores the failed candidates again and ends where the clean run ended
+    again = run_beam(small_evaluator(), study="s", storage=url, **kw)
+    assert again.failed == 0
+    assert (again.best_layers, again.best_pck) == (ref.best_layers, ref.best_pck)
+    final = {t.user_attrs["layers"]: t.value for t in completed_trials(study)}
+    assert all(final[k] == ref_scores[k] for k in ref_scores)
+
+
+def test_out_of_memory_on_every_first_candidate_is_one_error(tmp_path):
+    from optuna.trial import TrialState
+
+    from scotsearch.errors import ScotsearchError
+    from scotsearch.search.beam_study import run_beam
+    from scotsearch.study import open_study
+
+    ev = small_evaluator()
+
+    def score(subsets, **kw):
+        raise MemoryError()
+
+    ev.score = score
+    url = f"sqlite:///{tmp_path}/s.db"
+    with pytest.raises(ScotsearchError, match=r"none of the first depth's candidates could be "
+                                              r"scored \(5 ran out of memory"):
+        run_beam(ev, study="s", storage=url, **RUN_KW)
+    study = open_study("s", url, create=False)
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 5
 
 
 def test_resume_refuses_other_settings_and_continues_deeper(tmp_path):

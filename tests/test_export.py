@@ -68,7 +68,7 @@ def test_exported_csv_re_evaluates_to_stored_pck(searched, tmp_path):
     header = text.splitlines()[0].split(",")
     assert header[: len(RUN_COLUMNS)] == list(RUN_COLUMNS)
     assert header[len(RUN_COLUMNS) :] == [
-        "study", "trial", "pck", "pooled_pck", "depth", "pck_a", "pck_b"
+        "study", "trial", "pck", "pooled_pck", "depth", "layer_names", "pck_a", "pck_b"
     ]
     back = read_csv(text)
     assert len(back) == 3

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -445,6 +444,49 @@ def test_two_workers_share_one_study_exactly(tmp_path: Path, kind: str) -> None:
     assert sum(1 for t in trials if t.user_attrs.get("baseline")) == 1
 
 
+@pytest.mark.parametrize("kind", ["cuda", "cpu"])
+def test_a_trial_out_of_memory_fails_and_the_search_goes_on(
+    tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ev = _evaluator(8)
+    real_score = ev.score
+    calls = [0]
+
+    def score(subsets: Any, **kw: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 3:  # the second trial's first batch
+            if kind == "cuda":
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] . DefaultCPUAllocator: "
+                               "can't allocate memory: you tried to allocate 21474836480 bytes.")
+        return real_score(subsets, **kw)
+
+    ev.score = score  # type: ignore[method-assign]
+    url = f"sqlite:///{tmp_path}/t.db"
+    # Optuna's logger does not propagate to pytest's: keep its records here.
+    optuna_records: list[logging.LogRecord] = []
+    keep = logging.Handler()
+    keep.emit = optuna_records.append  # type: ignore[method-assign]
+    logging.getLogger("optuna").addHandler(keep)
+    try:
+        with caplog.at_level(logging.WARNING):
+            res = run_tune(ev, study_name="t", n_trials=3, storage=url,
+                           space=space_from_dict(FAST_SPACE), layers=LAYERS, batch_pairs=4,
+                           pruner="none")
+    finally:
+        logging.getLogger("optuna").removeHandler(keep)
+    study = optuna.load_study(study_name="t", storage=url)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert [t.number for t in failed] == [1]
+    assert failed[0].user_attrs["error"].startswith("out of memory: ")
+    # replaced: the worker still ends with the trials asked for
+    assert res.n_trials == 3 and len(_counted(study)) == 3
+    # one line per failure, no traceback (Optuna logs it with the failed trial otherwise)
+    assert any("Trial 1 failed" in r.getMessage() for r in optuna_records)
+    assert not [r for r in [*caplog.records, *optuna_records] if r.exc_info]
+    assert any("trial 1 ran out of memory" in r.getMessage() for r in caplog.records)
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
 def test_a_killed_workers_trial_is_failed_and_retried(tmp_path: Path, kind: str) -> None:
     url = _storage_url(kind, tmp_path)
@@ -489,69 +531,15 @@ def test_a_killed_workers_trial_is_failed_and_retried(tmp_path: Path, kind: str)
 
 
 # ------------------------------------------------------------------------------ PostgreSQL
-def _postgres_bin() -> Path | None:
-    for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (d / "initdb").exists() and (d / "pg_ctl").exists():
-            return d
-    found = shutil.which("initdb")
-    return Path(found).parent if found and shutil.which("pg_ctl") else None
-
-
-def _as_postgres_user() -> tuple[list[str], int, int]:
-    """Command prefix and uid/gid to run the server (PostgreSQL refuses to run as root)."""
-    if os.geteuid() != 0:
-        return [], os.getuid(), os.getgid()
-    import pwd
-
-    try:
-        pw = pwd.getpwnam("postgres")
-    except KeyError:
-        pytest.skip("running as root and there is no 'postgres' user to start the server as")
-    runuser = shutil.which("runuser")
-    if runuser is None:
-        pytest.skip("running as root and runuser is not available")
-    return [runuser, "-u", "postgres", "--"], pw.pw_uid, pw.pw_gid
-
-
-def test_postgresql_storage_shared_by_two_workers(tmp_path: Path) -> None:
+def test_postgresql_storage_shared_by_two_workers(tmp_path: Path, postgres_url: str) -> None:
     """Several machines share a study through PostgreSQL: two workers, one server."""
-    pytest.importorskip("psycopg2", reason="psycopg2 is not installed (psycopg2-binary)")
-    bindir = _postgres_bin()
-    if bindir is None:
-        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on this machine")
-    prefix, uid, gid = _as_postgres_user()
-    import tempfile
-
-    # Outside pytest's 0700 tmp tree, so that the server's user can reach its data folder.
-    base = Path(tempfile.mkdtemp(prefix="scotsearch-pg-"))
-    os.chown(base, uid, gid)
-    data = base / "data"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-
-    def pg(*cmd: str) -> None:
-        subprocess.run([*prefix, *cmd], check=True, capture_output=True, timeout=60)
-
-    try:
-        pg(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "scot")
-        pg(str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(base / "server.log"),
-           "-o", f"-p {port} -k {base} -h 127.0.0.1", "start")
-        pg(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "scot", "optuna")
-        url = f"postgresql+psycopg2://scot@127.0.0.1:{port}/optuna"
-        procs = [_start_worker(tmp_path, {"url": url, "n": 8, "pairs": 8, "delay": 0.01})
-                 for _ in range(2)]
-        for p in procs:
-            _, err = p.communicate(timeout=120)
-            assert p.returncode == 0, err
-        study = optuna.load_study(study_name="w", storage=url)
-        assert len(_counted(study)) == 8
-    finally:
-        subprocess.run(
-            [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            capture_output=True, timeout=60,
-        )
-        shutil.rmtree(base, ignore_errors=True)
+    procs = [_start_worker(tmp_path, {"url": postgres_url, "n": 8, "pairs": 8, "delay": 0.01})
+             for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    study = optuna.load_study(study_name="w", storage=postgres_url)
+    assert len(_counted(study)) == 8
 
 
 # ------------------------------------------------------------------------------ command line

@@ -32,6 +32,9 @@ from scotsearch.cache._admin import prune
 from scotsearch.cache._admin import verify
 from scotsearch.cache._build import BuildStats
 from scotsearch.cache._build import build_cache
+from scotsearch.cache._build import check_cache_space
+from scotsearch.cache._build import estimate_bytes
+from scotsearch.cache._estimate import entry_bytes
 from scotsearch.cache._build import default_batch_size
 from scotsearch.cache._build import extract_batch
 from scotsearch.cache._digests import DigestBook
@@ -61,6 +64,9 @@ __all__ = [
     "VerifyReport",
     "WeightsRef",
     "build_cache",
+    "check_cache_space",
+    "entry_bytes",
+    "estimate_bytes",
     "default_batch_size",
     "extract_batch",
     "features_dir_of",

@@ -86,6 +86,21 @@ def _size(paths: list[Path]) -> int:
     return total
 
 
+def _estimate(backbone: Any, entries: list[Path]) -> int | None:
+    """What the build's estimate says these entries take (their sizes from their headers);
+    None where the backbone or an entry's size cannot be read."""
+    from scotsearch.cache._estimate import entry_bytes
+
+    total = 0
+    try:
+        for path in entries:
+            h, w = (int(v) for v in entry_metadata(path)["image_size"].split(","))
+            total += entry_bytes(str(backbone), (h, w))
+    except Exception:  # noqa: BLE001 - informational only: a damaged entry is --verify's job
+        return None
+    return total
+
+
 def info(features_dir: Path) -> dict[str, Any]:
     """Key folders with their key fields, entry counts and sizes; totals.
 
@@ -95,7 +110,8 @@ def info(features_dir: Path) -> dict[str, Any]:
     Returns:
         ``{"features_dir", "keys": [...], "entries", "bytes", "temporaries"}``; each key is
         a dict with ``folder``, ``key``, ``backbone``, ``weights``, ``weights_digest``, ``compat``,
-        ``image_side``, ``upsample_small``, ``schema``, ``entries``, ``bytes``, ``created``.
+        ``image_side``, ``upsample_small``, ``schema``, ``entries``, ``bytes``,
+        ``estimated_bytes`` (what the build's estimate gives for them), ``created``.
     """
     features_dir = Path(features_dir)
     keys = []
@@ -116,6 +132,7 @@ def info(features_dir: Path) -> dict[str, Any]:
             "schema": f.get("schema", "?"),
             "entries": len(entries),
             "bytes": _size(entries),
+            "estimated_bytes": _estimate(f.get("backbone"), entries),
             "created": m.get("created", "?"),
         })
     return {

@@ -20,11 +20,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from scotsearch.backbones import Backbone
+from scotsearch.backbones import AnyBackbone
 from scotsearch.backbones import extract_features
+from scotsearch.cache._estimate import check_free_space
+from scotsearch.cache._estimate import entry_bytes
 from scotsearch.cache._sources import CachedSource
-from scotsearch.cam import multiscale_cams
 from scotsearch.config import Profile
+from scotsearch.data.images import image_size
 from scotsearch.data.images import load_image
 from scotsearch.data.pairs import Dataset
 from scotsearch.features import ImageFeatures
@@ -67,28 +69,31 @@ def default_batch_size(device: torch.device) -> int:
 
 @torch.no_grad()
 def extract_batch(
-    model: Backbone, imgs: list[torch.Tensor], profile: Profile, device: torch.device
+    model: AnyBackbone, imgs: list[torch.Tensor], profile: Profile, device: torch.device
 ) -> list[ImageFeatures]:
     """All layers and the CAM of images whose network inputs have one size, in one batch.
 
     Equal, up to float rounding of batched convolutions, to ``extract_features(...,
     with_cam=True)`` per image: the same preprocessing, then SCOT's multi-scale top-2 CAM
-    (``cam.multiscale_cam``) with each scale's forward pass batched.
+    (``cam.multiscale_cam``) with each scale's forward pass batched; a backbone without a
+    foreground map (a ViT) stores none.
     """
     model.to(device)
-    prepared = [prepare_image(img.to(device), profile) for img in imgs]
+    mean, std, multiple = model.normalisation
+    prepared = [prepare_image(img.to(device), profile, mean=mean, std=std, multiple=multiple)
+                for img in imgs]
     x = torch.cat([p[0] for p in prepared])
-    feats, last, logits = model.forward_layers(x, None, need_logits=True)
-    assert last is not None and logits is not None
+    with_cam = model.marginal is not None
+    feats, last, logits = model.forward_layers(x, None, need_logits=with_cam)
     n, h, w = x.shape[0], int(x.shape[2]), int(x.shape[3])
-    total = multiscale_cams(model, x, base=(last, logits))
+    total = model.foreground(x, last, logits, compat=profile.name) if with_cam else None
     return [
         ImageFeatures(
             layers={k: v[i].float().cpu() for k, v in sorted(feats.items())},
             image_size=(h, w),
             ratio=prepared[i][1],
             orig_size=(int(imgs[i].shape[1]), int(imgs[i].shape[2])),
-            cam=total[i].float().cpu(),
+            cam=None if total is None else total[i].float().cpu(),
         )
         for i in range(n)
     ]
@@ -127,15 +132,13 @@ def build_cache(
     workers = max(1, int(workers))
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scotsearch-cache")
     try:
-        shas = list(pool.map(source.image_sha, paths))
-        unique = dict(zip(reversed(shas), reversed(paths)))  # first path of each content
-        unique = {s: unique[s] for s in dict.fromkeys(shas)}
-        valid = list(pool.map(source.cache.has, unique))
-        todo = [(s, p) for (s, p), ok in zip(unique.items(), valid) if not ok]
+        unique, todo = _missing(paths, source, pool)
         stats = BuildStats(images=len(paths), unique=len(unique), present=len(unique) - len(todo),
                            built=0, seconds=0.0)
         if not todo:
             return stats
+        check_free_space(source.cache.folder, estimate_bytes([p for _, p in todo], source),
+                         len(todo))
         model = source.model()
         t0 = time.perf_counter()
         stats.built = _run(todo, source, model, pool, workers=workers, batch=batch,
@@ -146,7 +149,40 @@ def build_cache(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _run(todo: list[tuple[str, Path]], source: CachedSource, model: Backbone,
+def _missing(paths: list[Path], source: CachedSource, pool: ThreadPoolExecutor
+             ) -> tuple[dict[str, Path], list[tuple[str, Path]]]:
+    """``({content sha: first path}, [(sha, path) without a valid entry])``."""
+    shas = list(pool.map(source.image_sha, paths))
+    unique = dict(zip(reversed(shas), reversed(paths)))  # first path of each content
+    unique = {s: unique[s] for s in dict.fromkeys(shas)}
+    valid = list(pool.map(source.cache.has, unique))
+    return unique, [(s, p) for (s, p), ok in zip(unique.items(), valid) if not ok]
+
+
+def estimate_bytes(paths: Iterable[Path], source: CachedSource) -> int:
+    """Estimated bytes of the entries of these images (their headers give their sizes)."""
+    total = 0
+    for path in paths:
+        w, h = image_size(path)
+        size, _ = resize_plan(h, w, source.profile)
+        total += entry_bytes(source.backbone, size)
+    return total
+
+
+def check_cache_space(dataset: Dataset, source: CachedSource, *, workers: int = 4) -> int:
+    """Refuse in one line when the split's missing entries would not fit on the disk.
+
+    For the commands that build entries on demand; returns the number of missing entries.
+    """
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scotsearch-cache") as pool:
+        _, todo = _missing(dataset.image_paths(), source, pool)
+    if todo:
+        check_free_space(source.cache.folder, estimate_bytes([p for _, p in todo], source),
+                         len(todo))
+    return len(todo)
+
+
+def _run(todo: list[tuple[str, Path]], source: CachedSource, model: AnyBackbone,
          pool: ThreadPoolExecutor, *, workers: int, batch: int, progress: bool) -> int:
     profile = source.profile
 

@@ -29,6 +29,9 @@ from scotsearch.cache._format import canonical_json
 from scotsearch.weights import describe_weights
 from scotsearch.weights import imagenet_checkpoint
 from scotsearch.weights import parse_weights
+from scotsearch.zoo import TIMM
+from scotsearch.zoo import is_zoo
+from scotsearch.zoonet import pretrained_source
 
 
 logger = logging.getLogger(__name__)
@@ -64,6 +67,11 @@ def weights_ref(backbone: str, weights: str | None, seed: int) -> WeightsRef:
         seed: ``--seed``, the seed of plain ``random``.
     """
     spec = parse_weights(weights, seed)
+    if spec.kind == "imagenet" and is_zoo(backbone):
+        # The pretrained file load_zoo would read (same lookup), if it is on this machine.
+        description, zoo_path, _ = pretrained_source(backbone)
+        return WeightsRef(description, None if zoo_path is None
+                          else _file_identity(backbone, zoo_path))
     if spec.kind == "imagenet":
         # The file load_backbone would read (same lookup, same order).
         path = imagenet_checkpoint(backbone)
@@ -77,11 +85,19 @@ def weights_ref(backbone: str, weights: str | None, seed: int) -> WeightsRef:
         return WeightsRef(describe_weights(spec), {
             "kind": "random", "backbone": backbone, "seed": spec.seed,
             "torch": torch.__version__, "torchvision": torchvision.__version__,
+            # timm's initialisers make the random weights of timm: backbones
+            **({"timm": _timm_version()} if backbone.startswith(TIMM) else {}),
         })
     assert spec.path is not None
     # A missing file has no identity, so it is loaded, and load_backbone reports it.
     identity = _file_identity(backbone, spec.path) if spec.path.is_file() else None
     return WeightsRef(describe_weights(spec), identity)
+
+
+def _timm_version() -> str:
+    import timm
+
+    return str(timm.__version__)
 
 
 class DigestBook:

@@ -46,6 +46,8 @@ from scotsearch.features import ImageFeatures
 from scotsearch.layers import n_layers
 from scotsearch.preprocess import IMAGENET_MEAN
 from scotsearch.preprocess import IMAGENET_STD
+from scotsearch.zoo import is_zoo
+from scotsearch.zoo import net_info
 
 
 #: Bump whenever extraction, preprocessing or the entry layout changes meaning: every old
@@ -56,6 +58,12 @@ FEATURE_SCHEMA_VERSION = 2  # 2: entry metadata under its own CRC
 LAYER_SCHEME = (
     "hpf-resnet: id 0 = stem after max-pool; id k >= 1 = k-th bottleneck over layer1..layer4, "
     "after the residual add and before its ReLU"
+)
+
+#: The layer scheme of zoo backbones (timm:, torchvision:, fcn-resnet101).
+ZOO_LAYER_SCHEME = (
+    "blocks: every block output in forward order (the stem first when it is a map); ViT "
+    "patch tokens reshaped to the patch grid, prefix tokens dropped"
 )
 
 #: The ``format`` field of every entry's metadata.
@@ -163,7 +171,7 @@ def key_fields(backbone: str, weights_digest: str, profile: Profile) -> dict[str
     (the compat mode) included, is part of the key as the issue asks, although only
     ``image_side`` and ``upsample_small`` change the stored maps.
     """
-    return {
+    fields: dict[str, Any] = {
         "schema": FEATURE_SCHEMA_VERSION,
         "backbone": backbone,
         "weights_digest": weights_digest,
@@ -180,6 +188,17 @@ def key_fields(backbone: str, weights_digest: str, profile: Profile) -> dict[str
         "cam": {"scales": list(CAM_SCALES), "top_k": 2, "stored": "raw, before any staircase"},
         "storage": {"layers": "float16 x 2^exponent per layer", "cam": "float32"},
     }
+    if is_zoo(backbone):
+        # Another layer scheme, the model's own normalisation, the ViT patch padding and
+        # the foreground map it gives (zoo.NetInfo.describe); ResNet keys are unchanged.
+        info = net_info(backbone)
+        fields["layer_scheme"] = ZOO_LAYER_SCHEME
+        fields["network"] = info.describe()
+        fields["preprocess"]["normalise"] = {"mean": list(info.mean), "std": list(info.std)}
+        fields["preprocess"]["pad"] = f"zeros bottom/right to a multiple of {info.multiple}"
+        if info.marginal != "cam":
+            fields["cam"] = {"stored": info.marginal or "none"}
+    return fields
 
 
 def make_key(backbone: str, weights_digest: str, profile: Profile) -> CacheKey:
@@ -289,12 +308,16 @@ def encode_entry(
     n = int(key.fields["n_layers"])
     if sorted(feats.layers) != list(range(n)):
         raise ValueError(f"an entry needs all {n} layers, got {sorted(feats.layers)}")
-    if feats.cam is None:
+    tensors: dict[str, torch.Tensor] = {}
+    cam = None
+    if feats.cam is not None:
+        cam = feats.cam.detach().to("cpu", torch.float32).contiguous()
+        if not bool(torch.isfinite(cam).all()):
+            raise ValueError("CAM has non-finite values")
+        tensors["cam"] = cam
+    elif key.fields.get("cam", {}).get("stored") != "none":
+        # Only a backbone without a foreground map (a ViT) writes entries without one.
         raise ValueError("an entry needs the CAM")
-    cam = feats.cam.detach().to("cpu", torch.float32).contiguous()
-    if not bool(torch.isfinite(cam).all()):
-        raise ValueError("CAM has non-finite values")
-    tensors: dict[str, torch.Tensor] = {"cam": cam}
     exponents: dict[str, int] = {}
     decoded: dict[int, torch.Tensor] = {}
     for l in range(n):
@@ -391,7 +414,11 @@ def read_entry(
             sums = json.loads(meta["checksums"]) if check else {}
             names = set(fh.keys())
             ids = range(n) if layer_ids is None else [int(i) for i in layer_ids]
-            wanted = [(layer_name(i), i) for i in ids] + ([("cam", -1)] if need_cam else [])
+            # An entry of a backbone without a foreground map has no CAM (and no checksum
+            # for one): it reads as cam None; a CAM that was written and is gone is damage.
+            has_cam = "cam" in json.loads(meta["checksums"])
+            wanted = [(layer_name(i), i) for i in ids] + (
+                [("cam", -1)] if need_cam and has_cam else [])
             layers: dict[int, torch.Tensor] = {}
             cam = None
             for name, i in wanted:

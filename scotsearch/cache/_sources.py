@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from scotsearch.backbones import Backbone
+from scotsearch.backbones import AnyBackbone
 from scotsearch.backbones import extract_features
 from scotsearch.backbones import load_backbone
 from scotsearch.cache._digests import DigestBook
@@ -92,7 +92,7 @@ class MemorySource:
     extracted again while they are remembered.
     """
 
-    def __init__(self, model: Backbone, profile: Profile, device: torch.device, *,
+    def __init__(self, model: AnyBackbone, profile: Profile, device: torch.device, *,
                  max_bytes: int = 1 << 30) -> None:
         self.model = model
         self.backbone = model.name
@@ -148,7 +148,7 @@ class CachedSource:
         identity: dict[str, Any] | None,
         profile: Profile,
         device: torch.device,
-        model: Backbone | None = None,
+        model: AnyBackbone | None = None,
         max_bytes: int = 256 << 20,
     ) -> None:
         self.cache = cache
@@ -184,7 +184,7 @@ class CachedSource:
         self._shas[name] = (st.st_size, st.st_mtime_ns, sha)
         return sha
 
-    def model(self) -> Backbone:
+    def model(self) -> AnyBackbone:
         """The backbone, loaded on first use; its digest must match the cache key's."""
         if self._model is None:
             weights, seed, fallback = self._load_args
@@ -299,7 +299,7 @@ def open_source(
     book = DigestBook(digests_path(features_dir_of(Path(cache_dir))))
     digest = book.get(ref.identity)
     description = ref.description
-    model: Backbone | None = None
+    model: AnyBackbone | None = None
     if digest is None:
         model = load_backbone(backbone, weights, seed=seed,
                               allow_random_fallback=allow_random_fallback)

@@ -14,6 +14,7 @@ import optuna
 from scotsearch.commands.common import add_backbone_args
 from scotsearch.commands.common import add_data_args
 from scotsearch.commands.common import add_match_args
+from scotsearch.commands.common import check_cache_space
 from scotsearch.errors import ConfigError
 from scotsearch.evaluate import Evaluator
 from scotsearch.presets import reference_algorithm
@@ -121,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     profile = profile_from_args(args)
     device = resolve_device(args.device)
     source = feature_source(args, device)
+    check_cache_space(dataset, source)
     evaluator = Evaluator(
         dataset, source, match=match, profile=profile, alphas=alphas, thres=args.thres,
         device=device, precision=resolve_precision(args.precision, device),
@@ -150,14 +152,19 @@ def run(args: argparse.Namespace) -> int:
         raise
     res = outcome.result
     best = res.best
+    from scotsearch.layers import layer_names
+
+    names = layer_names(source.backbone, best.layers).replace(";", ", ")
     print(
-        f"best layers {best.key} (depth {best.depth + 1}): "
+        f"best layers {best.key} [{names}] (depth {best.depth + 1}): "
         f"PCK@{alphas[0]:g} = {best.score:.2f} on {dataset.name} {dataset.split} "
         f"({len(dataset.pairs)} pairs, {source.backbone}, {match.variant})"
     )
+    failed = (f", {outcome.failed} of them failed (out of memory; run again to retry them)"
+              if outcome.failed else "")
     print(
         f"study '{name}' in {describe_storage(storage)}: {len(res.candidates)} candidates "
-        f"({res.n_scored} scored now, {res.n_reused} already stored)"
+        f"({res.n_scored} scored now{failed}, {res.n_reused} already stored)"
     )
     storage_flag = f" --storage {args.storage}" if args.storage else ""
     print(f"export: scotsearch export --study {name}{storage_flag} --format csv")

@@ -55,7 +55,9 @@ def _print_info(cache_dir: Path) -> int:
               f"(digest {str(k['weights_digest'])[:12]})  compat {k['compat']}  "
               f"side {k['image_side']}  upsample_small {k['upsample_small']}  "
               f"schema {k['schema']}")
+        est = k.get("estimated_bytes")
         print(f"    {k['entries']} entries, {_human(k['bytes'])}"
+              + (f" (estimated {_human(est)})" if est else "")
               + (f", {_human(k['bytes'] / k['entries'])} per image" if k["entries"] else "")
               + f", created {k['created']}")
     print(f"total: {data['entries']} entries, {_human(data['bytes'])} in {data['features_dir']}"

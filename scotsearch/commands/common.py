@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,14 +47,26 @@ def add_data_args(p: argparse.ArgumentParser, *, split: str | None) -> None:
     g.add_argument("--alpha", default="0.1",
                    help="PCK alpha, or a comma-separated list (default: 0.1)")
     g.add_argument("--max-pairs", type=int, default=None, help="use only the first N pairs")
+    g.add_argument("--per-category", type=int, default=None, metavar="N",
+                   help="a quick subset: N pairs of every category, drawn with --subset-seed "
+                        "(the same on every run; recorded in the study identity and outputs, "
+                        "so a subset study never resumes as a full one)")
+    g.add_argument("--subset-seed", type=int, default=0,
+                   help="seed of the --per-category draw (default 0)")
 
 
 def add_backbone_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("features")
-    g.add_argument("--backbone", default="resnet101", choices=("resnet50", "resnet101"))
+    g.add_argument("--backbone", default="resnet101", metavar="NAME",
+                   help="resnet50, resnet101 (default), fcn-resnet101, timm:NAME (e.g. "
+                        "timm:vit_small_patch14_dinov2) or torchvision:NAME (e.g. "
+                        "torchvision:convnext_tiny); `scotsearch layers` lists a backbone's "
+                        "layers")
     g.add_argument("--weights", default=None,
-                   help="IMAGENET1K_V1 (default, from the torch hub cache or a download), "
-                        "'random' (seeded random init) or a checkpoint FILE")
+                   help="default: the pretrained weights (ResNets: IMAGENET1K_V1 from the torch "
+                        "hub cache or a download; other backbones: from the local torch-hub / "
+                        "Hugging Face cache only), 'random' (seeded random init) or a "
+                        "checkpoint FILE (.pth or .safetensors)")
     g.add_argument("--seed", type=int, default=0, help="seed for random weights and the demo data")
     g.add_argument("--device", default="auto",
                    help="auto (CUDA when available), cpu, cuda, cuda:N")
@@ -136,14 +149,36 @@ def profile_from_args(args: argparse.Namespace) -> Profile:
 
 
 def match_from_args(args: argparse.Namespace, dataset: Dataset) -> MatchConfig:
-    """Resolve matching flags against the presets (:func:`scotsearch.presets.resolve_match`)."""
-    return resolve_match(
+    """Resolve matching flags against the presets (:func:`scotsearch.presets.resolve_match`).
+
+    A backbone that gives no foreground map (e.g. a ViT without a class token, an MLP
+    classifier head) refuses an explicit ``--cam raw|stair``
+    and turns a preset's CAM marginals into uniform ones (``none``).
+    """
+    match = resolve_match(
         args.compat, dataset.name, args._command,
         variant=args.variant, sim=args.sim, cam=args.cam, eps=args.eps, n_iter=args.n_iter,
         exp1=args.exp1, exp2=args.exp2, ncells=args.ncells,
         beta=None if args.beta is None else parse_floats(args.beta, "--beta"),
         gamma=None if args.gamma is None else parse_floats(args.gamma, "--gamma"),
     )
+    backbone = getattr(args, "backbone", "resnet101")
+    if match.cam != "none" and not has_foreground(backbone):
+        if args.cam is not None:
+            raise ConfigError(
+                f"--cam {args.cam} needs a foreground map, and {backbone} gives none (no "
+                "global-pooling linear classifier, segmentation head or class token); use "
+                "--cam none")
+        log.info("%s gives no foreground map: uniform marginals (--cam none)", backbone)
+        match = dataclasses.replace(match, cam="none")
+    return match
+
+
+def has_foreground(backbone: str) -> bool:
+    """The backbone gives a CAM or segmentation foreground map (``--cam raw|stair`` work)."""
+    from scotsearch import zoo
+
+    return not zoo.is_zoo(backbone) or zoo.net_info(backbone).marginal is not None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -197,14 +232,30 @@ def open_dataset(args: argparse.Namespace) -> Dataset:
     if args.dataset != "demo" and root is None:
         raise ConfigError(f"--dataset {args.dataset} needs --datapath pointing at its root folder")
     ds = load_dataset(args.dataset, root, args.split)
+    if args.dataset != "demo":
+        # The first missing image in one line now, not mid-search (datasets check lists all).
+        from scotsearch.data.check import check_images
+
+        check_images(ds)
+    if getattr(args, "per_category", None) is not None:
+        from scotsearch.data.subsets import per_category
+
+        ds = per_category(ds, args.per_category, args.subset_seed)
     if args.max_pairs is not None:
         if args.max_pairs < 1:
             raise ConfigError(f"--max-pairs must be >= 1, got {args.max_pairs}")
-        ds = Dataset(
-            name=ds.name, split=ds.split, root=ds.root, pairs=ds.pairs[: args.max_pairs],
-            default_thres=ds.default_thres,
-        )
+        ds = dataclasses.replace(ds, pairs=ds.pairs[: args.max_pairs])
     return ds
+
+
+def check_cache_space(dataset: Dataset, source: object) -> None:
+    """Before any work: refuse in one line when the split's missing cache entries would not
+    fit on the disk (the commands build entries on demand)."""
+    from scotsearch.cache import CachedSource
+    from scotsearch.cache import check_cache_space as check
+
+    if isinstance(source, CachedSource):
+        check(dataset, source)
 
 
 def feature_source(

@@ -24,6 +24,7 @@ from scotsearch.details import split_statistics
 from scotsearch.errors import ConfigError
 from scotsearch.evaluate import Evaluator
 from scotsearch.layers import format_layers
+from scotsearch.layers import layer_names
 from scotsearch.layers import parse_layers
 from scotsearch.presets import published_layers
 from scotsearch.report import format_summary
@@ -99,8 +100,10 @@ def run(args: argparse.Namespace) -> int:
     if args.layers is None:
         args.layers = format_layers(published_layers(dataset.name, args.backbone))
     layers = parse_layers(args.layers, args.backbone)
+    inner = common.feature_source(args, device)
+    common.check_cache_space(dataset, inner)
     # The wrapper notes each image's resize ratio: predictions in original pixels need it.
-    source = RecordingSource(common.feature_source(args, device))
+    source = RecordingSource(inner)
     desc = source.describe()
     if cfg is not None and cfg.weights_digest and cfg.weights_digest != desc.get("weights_digest"):
         log.warning("the config was scored with weights %s…; these are %s…",
@@ -118,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
     summary = summarize(scores, dataset)
     print(f"{dataset.name}/{dataset.split}  {args.backbone}  layers {format_layers(layers)}  "
           f"{match.variant}  thres {evaluator.thres}  ({elapsed:.1f} s)")
+    names = layer_names(args.backbone, layers)
+    print(f"layer modules: {names.replace(';', ', ')}")
     print(format_summary(summary))
     if args.output is not None:
         geo = source.geometry
@@ -131,8 +136,10 @@ def run(args: argparse.Namespace) -> int:
             "kind": "scotsearch-evaluation",
             "scotsearch_version": __version__,
             "produced_by": {**desc, "device": str(device)},
-            "dataset": {"name": dataset.name, "split": dataset.split, "root": str(dataset.root)},
+            "dataset": {"name": dataset.name, "split": dataset.split, "root": str(dataset.root),
+                        "subset": dataset.subset},
             "layers": list(layers),
+            "layer_names": names.split(";") if names else [],
             "match": match.to_dict(),
             "compat": profile.name,
             "image_side": profile.image_side,

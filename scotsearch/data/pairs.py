@@ -146,6 +146,8 @@ class Dataset:
         root: dataset root folder.
         pairs: the pairs in file order.
         default_thres: PCK threshold basis by the dataset's convention.
+        subset: how the pairs were drawn from the split, empty for the whole split (e.g.
+            ``per-category 5, seed 0``; :func:`scotsearch.data.subsets.per_category`).
     """
 
     name: str
@@ -153,6 +155,7 @@ class Dataset:
     root: Path
     pairs: tuple[Pair, ...]
     default_thres: str
+    subset: str = ""
 
     @property
     def default_exp2(self) -> float:

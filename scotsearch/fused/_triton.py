@@ -55,6 +55,16 @@ def _term_tile(dt_ptr, rows_ptr, wts_ptr, offs_i, offs_j, mask_i, mask, m,
 
 
 @triton.jit
+def _tile(n, m, BI: tl.constexpr, BJ: tl.constexpr):
+    # This program's [BI x BJ] tile of the [n x m] matrix: offsets and masks.
+    offs_i = tl.program_id(0) * BI + tl.arange(0, BI)
+    offs_j = tl.program_id(1) * BJ + tl.arange(0, BJ)
+    mask_i = offs_i < n
+    mask_j = offs_j < m
+    return offs_i, offs_j, mask_i, mask_j, mask_i[:, None] & mask_j[None, :]
+
+
+@triton.jit
 def _cosine_tile(parent_ptr, dt_ptr, rows_ptr, wts_ptr, inv_s_ptr, inv_t_ptr, offs_i, offs_j,
                  mask_i, mask_j, mask, m, HAS_PARENT: tl.constexpr, IDENTITY: tl.constexpr):
     # ((parent + term) * inv_s[i]) * inv_t[j]: the eager subset_cosine's order.
@@ -109,11 +119,7 @@ def _add_upsampled_kernel(out_ptr, dt_ptr, rows_ptr, wts_ptr, n, m, FIRST: tl.co
 def _gibbs_kernel(parent_ptr, dt_ptr, rows_ptr, wts_ptr, inv_s_ptr, inv_t_ptr, a0_ptr, out_ptr,
                   colpart_ptr, n, m, eps, HAS_PARENT: tl.constexpr, IDENTITY: tl.constexpr,
                   BI: tl.constexpr, BJ: tl.constexpr):
-    offs_i = tl.program_id(0) * BI + tl.arange(0, BI)
-    offs_j = tl.program_id(1) * BJ + tl.arange(0, BJ)
-    mask_i = offs_i < n
-    mask_j = offs_j < m
-    mask = mask_i[:, None] & mask_j[None, :]
+    offs_i, offs_j, mask_i, mask_j, mask = _tile(n, m, BI, BJ)
     cos = _cosine_tile(parent_ptr, dt_ptr, rows_ptr, wts_ptr, inv_s_ptr, inv_t_ptr, offs_i,
                        offs_j, mask_i, mask_j, mask, m, HAS_PARENT, IDENTITY)
     s = tl.maximum(cos, 0.0)
@@ -145,11 +151,7 @@ def _cosine_votes_kernel(parent_ptr, dt_ptr, rows_ptr, wts_ptr, inv_s_ptr, inv_t
                          HAS_PARENT: tl.constexpr, IDENTITY: tl.constexpr,
                          MASKED: tl.constexpr, WITH_HIST: tl.constexpr, POW: tl.constexpr,
                          BI: tl.constexpr, BJ: tl.constexpr):
-    offs_i = tl.program_id(0) * BI + tl.arange(0, BI)
-    offs_j = tl.program_id(1) * BJ + tl.arange(0, BJ)
-    mask_i = offs_i < n
-    mask_j = offs_j < m
-    mask = mask_i[:, None] & mask_j[None, :]
+    offs_i, offs_j, mask_i, mask_j, mask = _tile(n, m, BI, BJ)
     cos = _cosine_tile(parent_ptr, dt_ptr, rows_ptr, wts_ptr, inv_s_ptr, inv_t_ptr, offs_i,
                        offs_j, mask_i, mask_j, mask, m, HAS_PARENT, IDENTITY)
     v = _power(tl.maximum(cos, 0.0), exp1, POW)

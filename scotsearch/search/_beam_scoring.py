@@ -8,6 +8,8 @@ time and, for a raced-out candidate, its partial mean).
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from collections.abc import Callable
 from collections.abc import Sequence
@@ -15,12 +17,19 @@ from typing import Any
 
 import numpy as np
 
+from scotsearch.errors import first_line
+from scotsearch.errors import is_out_of_memory
 from scotsearch.evaluate import Evaluator
+from scotsearch.layers import format_layers
+from scotsearch.memory import release_after_out_of_memory
 from scotsearch.metrics import mean_pck
 from scotsearch.metrics import pooled_pck
 from scotsearch.search._beam_progress import BeamProgress
 from scotsearch.search.beam import Subset
 from scotsearch.search.race import out_of_beam
+
+
+log = logging.getLogger(__name__)
 
 
 class CandidateScorer:
@@ -31,6 +40,9 @@ class CandidateScorer:
     and scores it block by block of pairs, dropping the candidates that the racing rule
     (:func:`scotsearch.search.race.out_of_beam`) puts out of the beam; a dropped candidate
     scores NaN and ranks last.
+
+    An evaluator call that runs out of memory (host or GPU) fails its candidates only: they
+    score NaN, their attrs say ``failed`` with the ``error``, and the search goes on.
 
     Args:
         evaluator: scores layer subsets (first alpha = the objective).
@@ -70,6 +82,8 @@ class CandidateScorer:
         }
         #: resumed full-split scores of the current depth (they take part in racing)
         self.known: list[float] = []
+        #: candidates whose scoring ran out of memory so far (scored NaN, attrs ``failed``)
+        self.n_failed = 0
         self._extras: dict[Subset, dict[str, Any]] = {}
 
     def depth_start(self, known: Sequence[float]) -> None:
@@ -81,15 +95,34 @@ class CandidateScorer:
         return self._extras.pop(subset)
 
     def __call__(self, subsets: list[Subset]) -> list[float]:
-        """Validation PCK x 100 of each subset (NaN for a raced-out one)."""
+        """Validation PCK x 100 of each subset (NaN for a raced-out or failed one)."""
         return self._full(subsets) if self.race is None else self._raced(subsets)
+
+    def _failed(self, subsets: Sequence[Subset], exc: BaseException) -> None:
+        """Record ``subsets`` as failed because scoring them ran out of memory."""
+        error = f"out of memory: {first_line(exc)}"
+        log.warning(
+            "%d candidate(s) ran out of memory (%s); stored as failed, the search goes on "
+            "without them and a re-run retries them (or lower --chunk or --image-side)",
+            len(subsets), " ".join(f"[{format_layers(self.ids(s))}]" for s in subsets),
+        )
+        for s in subsets:
+            self._extras[s] = {"failed": True, "error": error}
+        self.n_failed += len(subsets)
+        release_after_out_of_memory()
 
     def _full(self, subsets: list[Subset]) -> list[float]:
         bar = self.progress
         bar.chunk_start(len(subsets))
         t0 = time.perf_counter()
-        scores = self.evaluator.score([self.ids(s) for s in subsets], pair_index=self.pairs,
-                                      progress=bar.pair_done)
+        try:
+            scores = self.evaluator.score([self.ids(s) for s in subsets], pair_index=self.pairs,
+                                          progress=bar.pair_done)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            self._failed(subsets, exc)
+            return [math.nan] * len(subsets)
         wall = (time.perf_counter() - t0) / len(subsets)
         pck = scores.pck[:, 0, :]  # [S x P]
         mean = scores.mean()[:, 0]
@@ -113,24 +146,37 @@ class CandidateScorer:
         seen = np.zeros(len(subsets), dtype=np.int64)
         walls = np.zeros(len(subsets))
         alive = list(range(len(subsets)))
+        failed: set[int] = set()
         for start in range(0, n_pairs, self.race_block):
             stop = min(start + self.race_block, n_pairs)
             for c0 in range(0, len(alive), chunk):
                 part = alive[c0 : c0 + chunk]
                 bar.chunk_start(len(part))
                 t0 = time.perf_counter()
-                sc = self.evaluator.score([self.ids(subsets[i]) for i in part],
-                                          pair_index=pairs[start:stop], progress=bar.pair_done)
+                try:
+                    sc = self.evaluator.score([self.ids(subsets[i]) for i in part],
+                                              pair_index=pairs[start:stop],
+                                              progress=bar.pair_done)
+                except Exception as exc:
+                    if not is_out_of_memory(exc):
+                        raise
+                    self._failed([subsets[i] for i in part], exc)
+                    failed.update(part)
+                    continue
                 walls[part] += (time.perf_counter() - t0) / len(part)
                 pck[part, start:stop] = sc.pck[:, 0, :] * 100.0
                 correct[part, start:stop] = sc.n_correct[:, 0, :]
                 n_kps[start:stop] = sc.n_kps
+            alive = [i for i in alive if i not in failed]
             seen[alive] = stop
-            if stop < n_pairs:
+            if stop < n_pairs and alive:
                 drop = out_of_beam(pck[alive, :stop], self.beam, self.race, known=self.known)
                 alive = [i for i, d in zip(alive, drop) if not d]
         out = []
         for k, s in enumerate(subsets):
+            if k in failed:
+                out.append(math.nan)
+                continue
             n = int(seen[k])
             # the same arithmetic as Scores.mean(), so a finished candidate's score equals
             # the unraced search's to the last bit

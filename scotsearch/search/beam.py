@@ -15,6 +15,10 @@ result                       best over all depths, replaced only  same
 depth without candidates     (the references crash)              the search stops there
 ===========================  ==================================  ==============================
 
+In both, a candidate scored NaN (raced out, or its scoring failed) never enters the beam;
+a depth where no candidate has a score ends the search (at depth 0:
+:class:`NothingScoredError`).
+
 The reference column is HPF's and SCOT's ``beamsearch.py`` line by line
 (reference-behaviour.md §8 and §12.9). The two fixes of the default are the accidental parts:
 the initial beam never looks at layers above ``beam - 1`` and a duplicate child aborts the
@@ -108,6 +112,10 @@ class BeamResult:
     def candidates(self) -> list[Candidate]:
         """Every candidate of every depth, in the order the search visited them."""
         return [c for d in self.depths for c in d.candidates]
+
+
+class NothingScoredError(ValueError):
+    """Every candidate of the first depth scored NaN: the search has nowhere to start."""
 
 
 def as_subset(value: str | Iterable[int]) -> Subset:
@@ -221,6 +229,7 @@ def beam_search(
 
     Raises:
         ValueError: impossible parameters, or ``score_fn`` returned the wrong count.
+        NothingScoredError: every first-depth candidate scored NaN.
     """
     if n_layers < 1:
         raise ValueError(f"n_layers must be >= 1, got {n_layers}")
@@ -276,16 +285,23 @@ def beam_search(
             cands.append(
                 Candidate(layers=s, score=known[s], depth=depth, parent=parent, reused=reused)
             )
-        kept = top_k(cands, beam)
-        depth_best = kept[0]
+        # A candidate without a score (NaN: raced out, or its scoring failed) never enters
+        # the beam, even where fewer than `beam` candidates have one.
+        kept = top_k([c for c in cands if not math.isnan(c.score)], beam)
+        if not kept and best is None:
+            raise NothingScoredError(
+                f"none of the {len(cands)} first-depth candidates has a score")
         # Global best over depths, replaced only when strictly greater (§8 step 2): on ties
         # the shallower subset wins. At depth 0 it is simply the first maximum.
-        if best is None or _rank_score(depth_best.score) > _rank_score(best.score):
-            best = depth_best
+        if kept and (best is None or kept[0].score > best.score):
+            best = kept[0]
+        assert best is not None
         result_depth = DepthResult(depth=depth, candidates=cands, beam=kept)
         depths.append(result_depth)
         if on_depth_end is not None:
             on_depth_end(result_depth, best)
+        if not kept:
+            break  # nothing scored at this depth: nothing to grow from
 
     assert best is not None  # depth 0 always has at least one candidate
     return BeamResult(best=best, depths=depths, n_scored=n_scored, n_reused=n_reused)

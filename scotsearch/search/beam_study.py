@@ -3,7 +3,8 @@
 :func:`run_beam` wires the pure algorithm (:func:`scotsearch.search.beam.beam_search`) to the
 evaluator and a study. Every scored candidate is stored in the study the moment its chunk
 completes, so a re-run resumes: the beam is re-derived from the stored scores (``done``) and
-nothing stored is scored again.
+nothing stored is scored again. A chunk that runs out of memory is stored as FAIL trials and
+the search goes on without it; a re-run scores those candidates again.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import optuna
 from optuna.storages import BaseStorage
 
 from scotsearch.errors import ConfigError
+from scotsearch.errors import ScotsearchError
 from scotsearch.evaluate import Evaluator
 from scotsearch.layers import format_layers
 from scotsearch.search._beam_progress import BeamProgress
@@ -26,9 +28,11 @@ from scotsearch.search._beam_scoring import CandidateScorer
 from scotsearch.search.beam import BeamResult
 from scotsearch.search.beam import Candidate
 from scotsearch.search.beam import DepthResult
+from scotsearch.search.beam import NothingScoredError
 from scotsearch.search.beam import Subset
 from scotsearch.search.beam import beam_search
 from scotsearch.study import BeamLease
+from scotsearch.study import add_failed_layer_trial
 from scotsearch.study import add_layer_trial
 from scotsearch.study import check_identity
 from scotsearch.study import completed_trials
@@ -50,11 +54,14 @@ class BeamOutcome:
         result: the search result (indices translated to layer ids).
         study: the study holding every candidate.
         layer_ids: the layer ids searched over.
+        failed: candidates of this run whose scoring ran out of memory (stored as FAIL
+            trials, left out of the beam, scored again by a re-run).
     """
 
     result: BeamResult
     study: optuna.Study
     layer_ids: tuple[int, ...]
+    failed: int = 0
 
     @property
     def best_layers(self) -> tuple[int, ...]:
@@ -233,6 +240,18 @@ def run_beam(
 
     def on_scored(c: Candidate) -> None:
         extra = scorer.pop_extra(c.layers)
+        if extra.get("failed"):
+            # out of memory: stored as FAIL (no value), so a re-run scores it again
+            add_failed_layer_trial(
+                stud, layers=ids(c.layers), n_layers=n_all,
+                user_attrs={
+                    "search": "beam", "layers": format_layers(ids(c.layers)), "depth": c.depth,
+                    "parent": "" if c.parent is None else format_layers(ids(c.parent)),
+                    "match": match_d, "error": extra["error"],
+                },
+            )
+            bar.scored(1)
+            return
         add_layer_trial(
             stud,
             layers=ids(c.layers),
@@ -268,6 +287,11 @@ def run_beam(
             on_depth_start=depth_start,
             on_depth_end=bar.depth_end,
         )
+    except NothingScoredError:
+        raise ScotsearchError(
+            f"none of the first depth's candidates could be scored ({scorer.n_failed} ran out "
+            "of memory, stored as failed); lower --chunk or --image-side and run again"
+        ) from None
     finally:
         bar.close()
         lease.release()
@@ -278,7 +302,10 @@ def run_beam(
         {"layers": result.best.key, "pck": result.best.score, "depth": result.best.depth,
          "max_layers": max_layers, "candidates": len(result.candidates)},
     )
-    return BeamOutcome(result=result, study=stud, layer_ids=layer_ids)
+    if scorer.n_failed:
+        log.warning("study '%s': %d candidate(s) ran out of memory and are stored as failed; "
+                    "run the same command again to score them", study, scorer.n_failed)
+    return BeamOutcome(result=result, study=stud, layer_ids=layer_ids, failed=scorer.n_failed)
 
 
 def _to_ids(result: BeamResult, ids: Callable[[Subset], tuple[int, ...]]) -> BeamResult:

@@ -31,8 +31,11 @@ from optuna.trial import TrialState
 
 from scotsearch.data.pairs import Dataset
 from scotsearch.errors import ConfigError
+from scotsearch.errors import first_line
+from scotsearch.errors import is_out_of_memory
 from scotsearch.evaluate import Evaluator
 from scotsearch.layers import format_layers
+from scotsearch.memory import release_after_out_of_memory
 from scotsearch.metrics import mean_pck
 from scotsearch.metrics import pooled_pck
 from scotsearch.search.space import TuneSpace
@@ -46,6 +49,10 @@ log = logging.getLogger(__name__)
 
 #: ``--pruner`` values: how a trial reports its intermediate values.
 PRUNERS = ("wilcoxon", "median", "halving", "none")
+
+
+class TrialOutOfMemory(MemoryError):
+    """A trial's scoring ran out of memory (host or GPU); its error is in the trial."""
 
 
 def pair_order(dataset: Dataset) -> list[int]:
@@ -117,6 +124,19 @@ class TuneObjective:
         self.pairs_scored = 0
         #: trials this objective evaluated (surplus trials excluded)
         self.trials_run = 0
+        #: trials of this objective that ran out of memory (failed, with an ``error`` attr)
+        self.out_of_memory = 0
+
+    def _out_of_memory(self, trial: optuna.trial.BaseTrial, exc: Exception) -> TrialOutOfMemory:
+        # The trial fails (study.optimize catches MemoryError) with its error kept in the
+        # trial, and the search goes on; run_tune replaces it with another trial.
+        error = f"out of memory: {first_line(exc)}"
+        trial.set_user_attr("error", error)
+        self.out_of_memory += 1
+        log.warning("trial %d ran out of memory (%s); stored as failed, the search goes on",
+                    trial.number, first_line(exc))
+        release_after_out_of_memory()
+        return TrialOutOfMemory(error)
 
     def __call__(self, trial: optuna.trial.BaseTrial) -> float:
         """Score one trial (a live trial of a study, or a ``FixedTrial``): its mean PCK x 100."""
@@ -167,7 +187,12 @@ class TuneObjective:
         pruned = False
         for start in range(0, len(self.order), self.batch_pairs):
             batch = self.order[start : start + self.batch_pairs]
-            scores = self.evaluator.score([layers], pair_index=batch, match=match)
+            try:
+                scores = self.evaluator.score([layers], pair_index=batch, match=match)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                raise self._out_of_memory(trial, exc) from None
             values = (scores.pck[0, 0, :] * 100.0).tolist()
             for k, i in enumerate(batch):
                 n_correct[i] = int(scores.n_correct[0, 0, k])

@@ -20,9 +20,11 @@ scotsearch's own on journal files; every worker sweeps at start and before each 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from collections.abc import Callable
+from collections.abc import Iterator
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,6 +45,7 @@ from scotsearch.errors import ConfigError
 from scotsearch.evaluate import Evaluator
 from scotsearch.layers import format_layers
 from scotsearch.search.objective import PRUNERS
+from scotsearch.search.objective import TrialOutOfMemory
 from scotsearch.search.objective import TuneObjective
 from scotsearch.search.space import TuneSpace
 from scotsearch.search.space_file import load_space
@@ -312,14 +315,25 @@ def run_tune(
         if on_trial is not None:
             callbacks.append(on_trial)
         try:
-            if done < n_trials:
+            budget = n_trials - done
+            while budget > 0:
                 # n_trials caps this worker at what was missing when it started; the callback
                 # and the surplus guard stop it earlier when other workers fill the study.
-                # A trial that runs out of memory (a large image side drawn with a large
-                # chunk) is marked FAIL with its error and the study goes on, instead of
-                # ending the whole run.
-                study.optimize(objective, n_trials=n_trials - done, callbacks=callbacks,
-                               catch=(MemoryError, torch.OutOfMemoryError))
+                # A trial that runs out of memory is marked FAIL with its error (the
+                # objective's TrialOutOfMemory; no traceback) and the study goes on instead
+                # of ending the whole run; failed trials are replaced by new ones below.
+                failed = objective.out_of_memory
+                with _no_traceback_for(TrialOutOfMemory):
+                    study.optimize(objective, n_trials=budget, callbacks=callbacks,
+                                   catch=(MemoryError, torch.OutOfMemoryError))
+                failed = objective.out_of_memory - failed
+                held = len(study.get_trials(deepcopy=False,
+                                            states=(*COUNTED, TrialState.RUNNING)))
+                # At most n_trials failures per worker: a study whose every trial runs out
+                # of memory ends instead of trying forever.
+                if objective.out_of_memory >= n_trials:
+                    break
+                budget = min(failed, n_trials - held)
         finally:
             bar.close()
 
@@ -334,6 +348,27 @@ def run_tune(
         baseline=baseline_trial(study),
         running=sum(1 for t in trials if t.state == TrialState.RUNNING),
     )
+
+
+@contextlib.contextmanager
+def _no_traceback_for(kind: type[BaseException]) -> Iterator[None]:
+    """Drop the traceback Optuna logs with a failed trial whose error is a ``kind``.
+
+    The error itself (one line, logged by Optuna and by the objective) is kept.
+    """
+
+    def strip(record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], kind):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+    logger = logging.getLogger("optuna.study._optimize")
+    logger.addFilter(strip)
+    try:
+        yield
+    finally:
+        logger.removeFilter(strip)
 
 
 def layers_from_beam(

@@ -44,6 +44,7 @@ from scotsearch.study._storage import open_study
 from scotsearch.study._storage import resolve_storage
 from scotsearch.study._storage import storage_exists
 from scotsearch.study._storage import storage_url
+from scotsearch.study._trials import add_failed_layer_trial
 from scotsearch.study._trials import add_layer_trial
 from scotsearch.study._trials import best_layers_of
 from scotsearch.study._trials import best_trial
@@ -62,6 +63,7 @@ __all__ = [
     "HEARTBEAT_ATTR",
     "STORAGE_ENV",
     "Heartbeat",
+    "add_failed_layer_trial",
     "add_layer_trial",
     "best_layers_of",
     "best_trial",

@@ -120,7 +120,11 @@ def evaluator_identity(evaluator: Any) -> dict[str, Any]:
         The shared identity fields as plain values.
     """
     desc = evaluator.source.describe()
-    return {
+    # A drawn subset of the split (--per-category) is part of the objective; the key is
+    # absent for a whole split, so studies stored before it existed resume unchanged.
+    subset = getattr(evaluator.dataset, "subset", "")
+    extra = {"subset": subset} if subset else {}
+    return {**extra,
         "dataset": evaluator.dataset.name,
         "split": evaluator.dataset.split,
         "backbone": evaluator.source.backbone,
@@ -145,7 +149,9 @@ def pairs_digest(pairs: Iterable[Pair]) -> str:
     """
     h = hashlib.sha256()
     for p in pairs:
-        h.update(f"{p.pair_id}|{p.src_path}|{p.trg_path}\n".encode())
+        # surrogateescape: a path that is not valid UTF-8 (bytes the OS handed over) hashes
+        # as its own bytes; valid text hashes as before.
+        h.update(f"{p.pair_id}|{p.src_path}|{p.trg_path}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:16]
 
 

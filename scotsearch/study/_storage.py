@@ -3,7 +3,7 @@
 ``--storage`` takes any SQLAlchemy URL, ``journal:PATH`` or a bare ``.db``/``.log`` path.
 SQLite files run in WAL mode with every transaction taking the write lock at ``BEGIN``, so
 that several workers on one machine share a study safely; several workers starting together
-on a new file or study race to create it, which :func:`open_shared_storage` and
+on a new file, database or study race to create it, which :func:`open_shared_storage` and
 :func:`join_study` absorb.
 """
 
@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import sqlite3
 import time
 import warnings
@@ -34,6 +35,7 @@ from optuna.storages.journal import JournalFileBackend
 from scotsearch.errors import ConfigError
 from scotsearch.errors import ScotsearchError
 from scotsearch.errors import first_line
+from scotsearch.study._server_lock import schema_lock
 from scotsearch.study._trials import best_trial
 
 
@@ -195,10 +197,13 @@ def open_storage(
 def open_shared_storage(url: str | None, *, attempts: int = 5) -> BaseStorage:
     """:func:`open_storage` for workers sharing a study: heartbeat on, racing creators absorbed.
 
-    Several workers started together on a new SQLite file all try to create Optuna's tables;
-    SQLAlchemy's ``create_all`` is not atomic across processes, so all but the first can fail
-    with "table ... already exists" (or a unique-key clash on the version row). Opening again
-    finds the finished schema.
+    Several workers started together on a new database all try to create Optuna's tables;
+    SQLAlchemy's ``create_all`` is not atomic across processes. On SQLite files (a lock on
+    their folder) and PostgreSQL (an advisory lock,
+    :func:`~scotsearch.study._server_lock.schema_lock`) the first worker creates them while
+    the others wait; on other servers all but the first can fail with "table ... already
+    exists" (or a unique-key clash on the version row), and opening again finds the
+    finished schema.
 
     Journal storages have no Optuna heartbeat; their workers keep their own
     (:class:`~scotsearch.study.Heartbeat`, :func:`~scotsearch.study.sweep_stale_trials`), so
@@ -250,7 +255,8 @@ def _open(
             ) from None
     sqlite_file = _sqlite_path(url)
     if sqlite_file is None:
-        return _open_rdb(url, heartbeat=heartbeat, sqlite_file=None)
+        with schema_lock(url):  # PostgreSQL: the first worker creates the tables
+            return _open_rdb(url, heartbeat=heartbeat, sqlite_file=None)
     with _folder_lock(sqlite_file.parent):
         # Under the lock, the first worker to arrive creates the file and Optuna's tables
         # while the others wait, and then find the finished schema (measured without it: 3
@@ -308,7 +314,7 @@ def _open_rdb(url: str, *, heartbeat: bool, sqlite_file: Path | None) -> BaseSto
                 con.close()
         except sqlite3.Error as exc:
             raise ScotsearchError(
-                f"cannot open study storage {url}: {first_line(exc)}"
+                f"cannot open study storage {url}: {_sqlite_failure(sqlite_file, exc)}"
             ) from None
     try:
         with warnings.catch_warnings():
@@ -324,9 +330,8 @@ def _open_rdb(url: str, *, heartbeat: bool, sqlite_file: Path | None) -> BaseSto
         raise
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy's URL/driver errors vary by backend
         if type(exc).__module__.startswith("sqlalchemy") or isinstance(exc, ImportError):
-            raise ScotsearchError(
-                f"cannot open study storage {url}: {first_line(exc)}"
-            ) from None
+            why = first_line(exc) if sqlite_file is None else _sqlite_failure(sqlite_file, exc)
+            raise ScotsearchError(f"cannot open study storage {url}: {why}") from None
         raise
     if url.startswith("sqlite"):
         from sqlalchemy import event
@@ -336,6 +341,25 @@ def _open_rdb(url: str, *, heartbeat: bool, sqlite_file: Path | None) -> BaseSto
         # Connections pooled while Optuna created its tables predate the listener.
         storage.engine.dispose()
     return storage
+
+
+#: Free bytes below which a SQLite failure is blamed on the disk being full.
+_LOW_SPACE = 1 << 20
+
+
+def _sqlite_failure(path: Path, exc: Exception) -> str:
+    """SQLite's text for a file it could not open, with the cause it leaves out."""
+    text = first_line(exc)  # "unable to open database file" says neither what nor why
+    folder = path.parent
+    if not os.access(folder, os.W_OK):
+        return f"{text} (the folder {folder} is not writable; SQLite writes its files there)"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"{text} ({path} is read-only)"
+    with contextlib.suppress(OSError):
+        free = shutil.disk_usage(folder).free
+        if free < _LOW_SPACE:  # a full disk reads "disk I/O error"
+            return f"{text} (the disk of {folder} is full: {free // 1024} KiB free)"
+    return text
 
 
 def describe_storage(storage: BaseStorage | str) -> str:

@@ -10,6 +10,9 @@ Every scored candidate of a search is one COMPLETE Optuna trial:
   ``depth`` and ``parent``. A trial stopped before the end of the split (a pruned tune trial,
   a raced-out beam candidate) has ``pruned`` true: its value is a mean over part of the split.
 
+A beam candidate whose scoring ran out of memory is one FAIL trial with the same params and
+an ``error`` attr instead (:func:`add_failed_layer_trial`); a re-run scores it again.
+
 :func:`rank_key` is the one ranking of scored subsets; :func:`best_trial` applies it.
 """
 
@@ -87,6 +90,33 @@ def add_layer_trial(
         distributions=layer_distributions(n_layers),
         value=float(value),
         user_attrs=plain(dict(user_attrs)),
+    )
+    study.add_trial(trial)
+
+
+def add_failed_layer_trial(
+    study: optuna.Study,
+    *,
+    layers: Iterable[int],
+    n_layers: int,
+    user_attrs: Mapping[str, Any],
+) -> None:
+    """Record a subset whose scoring failed (ran out of memory) as one FAIL trial.
+
+    It has no value, so no ranking, export or resume counts it: a re-run scores the subset
+    again. ``user_attrs`` say why (``error``).
+
+    Args:
+        study: where the trial goes.
+        layers: the subset's layer ids.
+        n_layers: layers of the backbone (one parameter each).
+        user_attrs: the trial's user attrs (made plain first).
+    """
+    trial = optuna.trial.create_trial(
+        params=layer_params(layers, n_layers),
+        distributions=layer_distributions(n_layers),
+        user_attrs=plain(dict(user_attrs)),
+        state=TrialState.FAIL,
     )
     study.add_trial(trial)
 
