@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
+import shlex
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,8 @@ from scotsearch._version import __version__
 from scotsearch.errors import ConfigError
 from scotsearch.study import completed_trials
 
+
+log = logging.getLogger(__name__)
 
 #: Trials that get their own metrics CSV.
 TOP_TRIALS = 3
@@ -137,3 +142,31 @@ def publish_to_dashboard(
             ids.append(upload_artifact(artifact_store=store, file_path=str(path),
                                        study_or_trial=study, mimetype="text/csv"))
     return ids
+
+
+def save_run_note(
+    storage: Any, study_name: str, kind: str, argv: Sequence[str] | None
+) -> bool:
+    """After ``beam`` or ``tune``: a note on the study with the command line that ran it, the
+    study's identity (its configuration) and its best candidate, for optuna-dashboard.
+
+    Without optuna-dashboard installed nothing is written and ``False`` is returned: the
+    study itself holds every metric as trial user attributes either way.
+
+    Args:
+        storage: the study's storage (URL or Optuna storage).
+        study_name: the study.
+        kind: ``beam`` or ``tune``.
+        argv: the command's arguments (after ``scotsearch``).
+    """
+    try:
+        from optuna_dashboard import save_note
+    except ImportError:
+        log.debug("optuna-dashboard is not installed: no note on study %s", study_name)
+        return False
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    command = shlex.join(["scotsearch", *(argv or [])])
+    body = study_note(study, kind, "STORAGE")
+    head, _, rest = body.partition("\n\n")
+    save_note(study, f"{head}\n\nRun by `{command}`.\n\n{rest}")
+    return True

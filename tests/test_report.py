@@ -484,3 +484,30 @@ def test_optuna_dashboard_serves_the_beam_study_and_its_artifacts(studies, tmp_p
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_beam_command_leaves_a_note_with_its_command_line(tmp_path, monkeypatch):
+    """`scotsearch beam` saves the command line and configuration as the study's note."""
+    pytest.importorskip("optuna_dashboard")
+    import optuna
+    from optuna_dashboard import get_note
+
+    from scotsearch.commands import common
+    from scotsearch.testing import SyntheticSource
+    from scotsearch.testing import synthetic_dataset
+
+    monkeypatch.setattr(cli, "COMMANDS", {"beam": "beam"})
+    monkeypatch.setattr(
+        common, "open_dataset", lambda args: synthetic_dataset(2, image_hw=(32, 48), seed=1)
+    )
+    monkeypatch.setattr(
+        common, "feature_source",
+        lambda args, dev: SyntheticSource(args.backbone, informative=(1, 3), image_hw=(32, 48)),
+    )
+    url = f"sqlite:///{tmp_path}/n.db"
+    argv = ["-q", "beam", "--backbone", "resnet50", "--layers", "0-2", "--beam", "1",
+            "--max-layers", "2", "--sim", "cos", "--storage", url, "--study", "noted"]
+    assert cli.main(argv) == 0
+    note = get_note(optuna.load_study(study_name="noted", storage=url))
+    assert "scotsearch -q beam --backbone resnet50 --layers 0-2" in note
+    assert "| backbone | `resnet50` |" in note and "**Best**: layers" in note

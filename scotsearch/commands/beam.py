@@ -168,4 +168,7 @@ def run(args: argparse.Namespace) -> int:
     )
     storage_flag = f" --storage {args.storage}" if args.storage else ""
     print(f"export: scotsearch export --study {name}{storage_flag} --format csv")
+    from scotsearch.dashboard import save_run_note  # the command line, for optuna-dashboard
+
+    save_run_note(storage, name, "beam", getattr(args, "_argv", None))
     return 0

@@ -158,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
     storage_flag = f" --storage {args.storage}" if args.storage else ""
     print(f"study '{args.study}' in {describe_storage(storage)}")
     print(f"export: scotsearch export --study {args.study}{storage_flag} --format csv")
+    from scotsearch.dashboard import save_run_note  # the command line, for optuna-dashboard
+
+    save_run_note(storage, args.study, "tune", getattr(args, "_argv", None))
     return 0
 
 
