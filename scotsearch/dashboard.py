@@ -117,11 +117,17 @@ def publish_to_dashboard(
     check_dashboard()
     from optuna.artifacts import FileSystemArtifactStore
     from optuna.artifacts import upload_artifact
+    from optuna_dashboard import get_note
     from optuna_dashboard import save_note
 
     artifact_dir.mkdir(parents=True, exist_ok=True)
     store = FileSystemArtifactStore(base_path=str(artifact_dir))
-    save_note(study, study_note(study, kind, storage_text))
+    body = study_note(study, kind, storage_text)
+    run = [ln for ln in get_note(study).splitlines() if ln.startswith("Run by `")]
+    if run:  # keep the command line that ran the search (save_run_note)
+        head, _, rest = body.partition("\n\n")
+        body = f"{head}\n\n{run[0]}\n\n{rest}"
+    save_note(study, body)
     ids = []
     for png in sorted(report.glob("*.png")):
         ids.append(upload_artifact(artifact_store=store, file_path=str(png),

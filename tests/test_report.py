@@ -496,7 +496,7 @@ def test_beam_command_leaves_a_note_with_its_command_line(tmp_path, monkeypatch)
     from scotsearch.testing import SyntheticSource
     from scotsearch.testing import synthetic_dataset
 
-    monkeypatch.setattr(cli, "COMMANDS", {"beam": "beam"})
+    monkeypatch.setattr(cli, "COMMANDS", {"beam": "beam", "report": "report"})
     monkeypatch.setattr(
         common, "open_dataset", lambda args: synthetic_dataset(2, image_hw=(32, 48), seed=1)
     )
@@ -511,3 +511,8 @@ def test_beam_command_leaves_a_note_with_its_command_line(tmp_path, monkeypatch)
     note = get_note(optuna.load_study(study_name="noted", storage=url))
     assert "scotsearch -q beam --backbone resnet50 --layers 0-2" in note
     assert "| backbone | `resnet50` |" in note and "**Best**: layers" in note
+    # a report published to the dashboard keeps the command line in its note
+    assert cli.main(["-q", "report", "--study", "noted", "--storage", url, "-o",
+                     str(tmp_path / "r"), "--artifact-dir", str(tmp_path / "a")]) == 0
+    note = get_note(optuna.load_study(study_name="noted", storage=url))
+    assert "scotsearch -q beam --backbone resnet50" in note and "Report: `scotsearch" in note
