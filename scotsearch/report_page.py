@@ -8,7 +8,9 @@ failure leaves the previous report or none. Only the figures asked for are drawn
 
 from __future__ import annotations
 
+import csv
 import html
+import io
 import json
 import logging
 import os
@@ -41,6 +43,7 @@ PAIR_FIELDS = ("pair_id", "category", "pck", "src_kps", "trg_kps", "pred_kps", "
 #: Words ``--pairs`` accepts besides pair ids.
 PAIR_WORDS = ("best", "median", "worst")
 INDEX = "index.html"
+PAIRS_CSV = "pairs.csv"
 
 
 def load_evaluation(path: Path) -> dict[str, Any]:
@@ -197,8 +200,25 @@ def build_page(
         warp_figure(src, trg, pair, folder / f"{stem}_warp.png")
         say(f"{stem}: transfer and warp")
         sections.append(_pair_section(label, pair, stem, alphas))
+    _pairs_csv(result, alphas, folder / PAIRS_CSV)
     page = _page(result, alphas, sections, source)
     (folder / INDEX).write_text(page, encoding="utf-8")
+
+
+def _pairs_csv(result: dict[str, Any], alphas: list[float], path: Path) -> None:
+    """Every pair's numbers as CSV, for spreadsheets (and the page's link)."""
+    buf = io.StringIO()
+    out = csv.writer(buf)
+    out.writerow(["pair_id", "category", "n_kps", "n_unique_matches",
+                  *[f"pck@{a:g}" for a in alphas], "median_distance_px", "threshold_px",
+                  "src_image", "trg_image"])
+    for p in result["pairs"]:
+        dist = [d for d in p.get("distance", []) if d is not None]
+        out.writerow([p["pair_id"], p["category"], len(p["src_kps"]),
+                      p.get("n_unique_matches", ""), *p["pck"],
+                      f"{np.median(dist):.4f}" if dist else "", p["threshold"],
+                      p["src_image"], p["trg_image"]])
+    path.write_text(buf.getvalue(), encoding="utf-8")
 
 
 def _safe(text: str) -> str:
@@ -322,6 +342,7 @@ px count once).</p>
 and red wrong at alpha {alphas[0]:g}. Below: the source warped onto the target by a
 thin-plate spline through the source keypoints and the predicted ones.</p>
 {''.join(sections)}
+<p>Every pair's numbers: <a href="{PAIRS_CSV}">{PAIRS_CSV}</a>.</p>
 <details><summary>every pair, best first</summary>
 {html_table(['pair', 'category', 'points', 'unique matches',
          *[f'PCK@{a:g}' for a in alphas]], pair_rows)}</details>
