@@ -176,3 +176,18 @@ def save_run_note(
     head, _, rest = body.partition("\n\n")
     save_note(study, f"{head}\n\nRun by `{command}`.\n\n{rest}")
     return True
+
+
+def upload_folder(study: optuna.Study, folder: Path, artifact_dir: Path) -> list[str]:
+    """Upload an evaluation report's figures and ``pairs.csv`` as artifacts of ``study``
+    (e.g. the per-pair results of the study's best configuration on the test split)."""
+    check_dashboard()
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna.artifacts import upload_artifact
+
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    store = FileSystemArtifactStore(base_path=str(artifact_dir))
+    files = sorted(folder.glob("*.png")) + sorted(folder.glob("*.csv"))
+    return [upload_artifact(artifact_store=store, file_path=str(f), study_or_trial=study,
+                            mimetype="image/png" if f.suffix == ".png" else "text/csv")
+            for f in files]

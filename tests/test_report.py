@@ -419,7 +419,7 @@ def test_report_of_a_tune_study(studies, tmp_path):
 
 @pytest.mark.parametrize("argv, expect", [
     (["--study", "nope"], "nope"),
-    ([], "not both"),
+    ([], "or --study NAME"),
     (["x.json", "--study", "b"], "not both"),
     (["x.json", "--artifact-dir", "a"], "goes with --study"),
 ])
@@ -446,7 +446,8 @@ def _get(url: str) -> bytes:
         return bytes(resp.read())
 
 
-def test_optuna_dashboard_serves_the_beam_study_and_its_artifacts(studies, tmp_path):
+def test_optuna_dashboard_serves_the_beam_study_and_its_artifacts(studies, demo_report,
+                                                                   tmp_path):
     """A real optuna-dashboard, started on a free port, shows the note, trials and artifacts."""
     import sys
     import time
@@ -458,6 +459,11 @@ def test_optuna_dashboard_serves_the_beam_study_and_its_artifacts(studies, tmp_p
     art = tmp_path / "artifacts"
     assert cli.main(["-q", "report", "--study", "b", "--storage", studies, "-o",
                      str(tmp_path / "r"), "--artifact-dir", str(art)]) == 0
+    # an evaluation's report (per-pair CSV, pair figures) published on the same study
+    _, evaluated = demo_report
+    assert cli.main(["-q", "report", str(evaluated.parent / "eval.json"), "--study", "b",
+                     "--storage", studies, "-o", str(tmp_path / "e"),
+                     "--artifact-dir", str(art)]) == 0
     port = _free_port()
     server = subprocess.Popen([str(exe), studies, "--artifact-dir", str(art), "--port",
                                str(port), "--host", "127.0.0.1", "--quiet"],
@@ -480,7 +486,8 @@ def test_optuna_dashboard_serves_the_beam_study_and_its_artifacts(studies, tmp_p
         assert "scotsearch beam study" in detail["note"]["body"]
         names = sorted(a["filename"] for a in detail["artifacts"])
         best = sorted(detail["best_trials"], key=lambda t: t["number"])[0]["number"]
-        assert names[:2] == ["beam_depths.png", "candidates.csv"] and len(names) == 5
+        assert names[:2] == ["alpha_curve.png", "beam_depths.png"] and len(names) == 5 + 8
+        assert "pairs.csv" in names and "candidates.csv" in names
         assert f"trial-{best}-metrics.csv" in names
         arts = {a["filename"]: a["artifact_id"] for a in detail["artifacts"]}
         png = _get(f"{base}/artifacts/{sid}/{arts['beam_depths.png']}")

@@ -17,7 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("result", type=Path, nargs="?", default=None,
                    help="a JSON written by 'scotsearch evaluate --output'")
     p.add_argument("--study", default=None,
-                   help="report a beam or tune study instead (see `scotsearch studies`)")
+                   help="report a beam or tune study instead (see `scotsearch studies`); "
+                        "with RESULT.json and --artifact-dir: upload the result's report to "
+                        "this study")
     p.add_argument("--storage", default=None,
                    help="study storage of --study: SQLAlchemy URL, journal:FILE or FILE.log "
                         "(default: $SCOTSEARCH_STORAGE, else sqlite:///studies/scotsearch.db)")
@@ -37,21 +39,29 @@ def run(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # Optuna's plots go through pyplot: never a window
-    if (args.result is None) == (args.study is None):
-        raise ConfigError("give an evaluation result (RESULT.json) or --study NAME, not both")
+    if args.result is None and args.study is None:
+        raise ConfigError("give an evaluation result (RESULT.json) or --study NAME")
+    if args.result is not None and args.study is not None and args.artifact_dir is None:
+        raise ConfigError("RESULT.json with --study publishes the result's report on the "
+                          "study: give --artifact-dir too (else not both)")
     if args.artifact_dir is not None and args.study is None:
         raise ConfigError("--artifact-dir goes with --study (Optuna artifacts belong to a study)")
     say = lambda msg: log.info("drew %s", msg)  # noqa: E731
+    study = None
     if args.study is not None:
         from scotsearch.study import open_study
-        from scotsearch.study_report import write_study_report
 
-        out = args.output or Path(f"{args.study}-report")
         if args.artifact_dir is not None:
             from scotsearch.dashboard import check_dashboard
 
             check_dashboard()  # before the report is built, not after
         study = open_study(args.study, args.storage, create=False)
+    if args.result is None:
+        from scotsearch.study_report import write_study_report
+
+        assert study is not None  # checked above: a result or a study
+
+        out = args.output or Path(f"{args.study}-report")
         page = write_study_report(study, out, progress=say)
         if args.artifact_dir is not None:
             from scotsearch.dashboard import publish_to_dashboard
@@ -66,5 +76,11 @@ def run(args: argparse.Namespace) -> int:
 
         out = args.output or args.result.with_name(args.result.stem + "-report")
         page = write_report(args.result, out, pairs=args.pairs, progress=say)
+        if study is not None:
+            from scotsearch.dashboard import upload_folder
+
+            ids = upload_folder(study, out, args.artifact_dir)
+            print(f"uploaded {len(ids)} artifact(s) of the evaluation (figures, pairs.csv) "
+                  f"to study '{args.study}' in {args.artifact_dir}")
     print(f"wrote {page}")
     return 0
