@@ -60,7 +60,7 @@ def fit_tps(src: np.ndarray, dst: np.ndarray, regularization: float = 0.0) -> Th
     Examples:
         >>> src = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
         >>> dst = src + [[1, 0], [0, 1], [2, 2], [0, 0]]
-        >>> np.abs(fit_tps(src, dst)(src) - dst).max() < 1e-9
+        >>> bool(np.abs(fit_tps(src, dst)(src) - dst).max() < 1e-9)
         True
     """
     src = np.asarray(src, dtype=np.float64).reshape(-1, 2)
