@@ -141,8 +141,14 @@ def write_report(
     for _, k in chosen:  # every image the figures need, before anything is drawn
         for key in ("src_image", "trg_image"):
             _image_path(result["pairs"][k][key], json_path.parent)
-    publish_folder(out, lambda tmp: build_page(result, tmp, chosen, source=json_path,
-                                               progress=progress))
+
+    def build(tmp: Path) -> None:
+        try:
+            build_page(result, tmp, chosen, source=json_path, progress=progress)
+        except (KeyError, TypeError, IndexError) as exc:  # a hand-edited or truncated file
+            raise DataError(f"{json_path} is malformed: {type(exc).__name__} {exc}") from None
+
+    publish_folder(out, build)
     return out / INDEX
 
 
