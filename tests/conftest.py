@@ -14,6 +14,13 @@ import pytest
 import torch
 
 
+if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
+    # Without a GPU the Triton kernels run under Triton's interpreter. Triton reads the flag
+    # when a function is decorated, for its own library functions too, and other packages
+    # (timm) import Triton early: so it is set here, before any test module is imported.
+    os.environ["TRITON_INTERPRET"] = "1"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if torch.cuda.is_available():
         return

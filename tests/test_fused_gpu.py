@@ -1,33 +1,27 @@
 """The fused device chain (Triton kernels) against the eager reference chain, pair by pair.
 
 On a machine with CUDA the kernels run on the GPU; elsewhere (CI) they run under Triton's
-interpreter on the CPU, which reads ``TRITON_INTERPRET`` when the kernels are defined, so it
-is set here, before anything imports :mod:`scotsearch.fused._triton`.
+interpreter on the CPU (``TRITON_INTERPRET``, set by ``conftest.py`` before any test module
+is imported, since Triton reads it when its functions are defined).
 """
 
 from __future__ import annotations
 
-import os
-
+import numpy as np
 import pytest
 import torch
 
+from scotsearch.config import VARIANTS
+from scotsearch.config import MatchConfig
+from scotsearch.evaluate import Evaluator
+from scotsearch.fused import supports
+from scotsearch.presets import get_profile
+from scotsearch.testing import SyntheticSource
+from scotsearch.testing import synthetic_dataset
+
 
 CUDA = torch.cuda.is_available()
-if not CUDA:
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 triton = pytest.importorskip("triton")
-
-import numpy as np  # noqa: E402
-
-from scotsearch.config import VARIANTS  # noqa: E402
-from scotsearch.config import MatchConfig  # noqa: E402
-from scotsearch.evaluate import Evaluator  # noqa: E402
-from scotsearch.fused import supports  # noqa: E402
-from scotsearch.presets import get_profile  # noqa: E402
-from scotsearch.testing import SyntheticSource  # noqa: E402
-from scotsearch.testing import synthetic_dataset  # noqa: E402
 
 
 DEVICE = "cuda" if CUDA else "cpu"
