@@ -70,6 +70,12 @@ def test_a_subset_study_is_never_resumed_as_a_full_one(tmp_path: Path, monkeypat
     assert len(err) == 1 and "subset: stored per-category 2, seed 0, now (none)" in err[0]
     assert cli.main(argv + ["--per-category", "2", "--subset-seed", "5"]) == 2
     assert "seed 5" in capsys.readouterr().err
+    # and a full study is never continued on a subset
+    full = [a if a != "quick" else "full" for a in argv]
+    assert cli.main(full) == 0
+    capsys.readouterr()
+    assert cli.main(full + ["--per-category", "2"]) == 2
+    assert "subset: stored (none), now per-category 2, seed 0" in capsys.readouterr().err
 
     # evaluate records the subset in its output
     out = tmp_path / "e.json"
