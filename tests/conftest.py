@@ -92,3 +92,22 @@ def postgres_url() -> Iterator[str]:
             capture_output=True, timeout=60,
         )
         shutil.rmtree(base, ignore_errors=True)
+
+
+def use_synthetic_features(monkeypatch: pytest.MonkeyPatch, *, dataset: bool = False) -> None:
+    """Make the CLI commands read synthetic features (two informative layers, 32 x 48
+    images) instead of running a network, and with ``dataset`` two synthetic pairs instead of
+    a benchmark: the command-line tests then run in a second."""
+    from scotsearch.commands import common
+    from scotsearch.testing import SyntheticSource
+    from scotsearch.testing import synthetic_dataset
+
+    monkeypatch.setattr(
+        common, "feature_source",
+        lambda args, dev: SyntheticSource(args.backbone, informative=(1, 3), image_hw=(32, 48)),
+    )
+    if dataset:
+        monkeypatch.setattr(
+            common, "open_dataset",
+            lambda args: synthetic_dataset(2, image_hw=(32, 48), seed=1),
+        )

@@ -135,24 +135,29 @@ def test_workers_starting_together_on_a_new_database(tmp_path: Path, kind: str) 
     # Before: 3 of 5 tries had one worker fail with "table studies already exists".
     from scotsearch.study import list_studies
 
-    ctx = mp.get_context("spawn")
     n = 4
     for attempt in range(2):
         if kind == "sqlite":
             url = f"sqlite:///{tmp_path}/new{attempt}.db"
         else:
             url = f"journal:{tmp_path}/new{attempt}.log"
-        q: mp.Queue = ctx.Queue()
-        start = ctx.Barrier(n)
-        procs = [ctx.Process(target=open_and_create, args=(url, "s", q, start))
-                 for _ in range(n)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(120)
-        results = [q.get(timeout=5) for _ in procs]
+        results = _open_together(url, n)
         assert results == ["ok"] * n, results
         assert [r["study"] for r in list_studies(url)] == ["s"]
+
+
+def _open_together(url: str, n: int) -> list[str]:
+    """``n`` spawned processes open ``url`` and create study ``s`` at the same moment (a
+    barrier releases them); each one's result, ``ok`` or its error."""
+    ctx = mp.get_context("spawn")
+    q: mp.Queue = ctx.Queue()
+    start = ctx.Barrier(n)
+    procs = [ctx.Process(target=open_and_create, args=(url, "s", q, start)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    return [q.get(timeout=5) for _ in procs]
 
 
 def test_workers_starting_together_on_a_new_postgresql_database(postgres_url: str) -> None:
@@ -162,17 +167,8 @@ def test_workers_starting_together_on_a_new_postgresql_database(postgres_url: st
     from sqlalchemy import create_engine
     from sqlalchemy import text
 
-    ctx = mp.get_context("spawn")
     n = 6
-    q: mp.Queue = ctx.Queue()
-    start = ctx.Barrier(n)
-    procs = [ctx.Process(target=open_and_create, args=(postgres_url, "s", q, start))
-             for _ in range(n)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    results = [q.get(timeout=5) for _ in procs]
+    results = _open_together(postgres_url, n)
     assert results == ["ok"] * n, results
     engine = create_engine(postgres_url)
     try:

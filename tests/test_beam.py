@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import use_synthetic_features
 
 from scotsearch.layers import format_layers as subset_key
 from scotsearch.search.beam import Candidate
@@ -500,18 +501,9 @@ def test_resume_refuses_other_settings_and_continues_deeper(tmp_path):
 def test_beam_command_end_to_end(tmp_path, monkeypatch, capsys):
     """`scotsearch beam` through the CLI, with the synthetic data in place of a benchmark."""
     from scotsearch import cli
-    from scotsearch.commands import common
-    from scotsearch.testing import SyntheticSource
-    from scotsearch.testing import synthetic_dataset
 
     monkeypatch.setattr(cli, "COMMANDS", {"beam": "beam", "studies": "studies"})
-    monkeypatch.setattr(
-        common, "open_dataset", lambda args: synthetic_dataset(2, image_hw=(32, 48), seed=1)
-    )
-    monkeypatch.setattr(
-        common, "feature_source",
-        lambda args, dev: SyntheticSource(args.backbone, informative=(1, 3), image_hw=(32, 48)),
-    )
+    use_synthetic_features(monkeypatch, dataset=True)
     url = f"sqlite:///{tmp_path}/cli.db"
     argv = ["-q", "beam", "--backbone", "resnet50", "--layers", "0-3", "--beam", "2",
             "--max-layers", "2", "--sim", "cos", "--storage", url]

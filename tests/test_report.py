@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import use_synthetic_features
 from PIL import Image
 
 from scotsearch import cli
@@ -517,18 +518,8 @@ def test_beam_command_leaves_a_note_with_its_command_line(tmp_path, monkeypatch)
     import optuna
     from optuna_dashboard import get_note
 
-    from scotsearch.commands import common
-    from scotsearch.testing import SyntheticSource
-    from scotsearch.testing import synthetic_dataset
-
     monkeypatch.setattr(cli, "COMMANDS", {"beam": "beam", "report": "report"})
-    monkeypatch.setattr(
-        common, "open_dataset", lambda args: synthetic_dataset(2, image_hw=(32, 48), seed=1)
-    )
-    monkeypatch.setattr(
-        common, "feature_source",
-        lambda args, dev: SyntheticSource(args.backbone, informative=(1, 3), image_hw=(32, 48)),
-    )
+    use_synthetic_features(monkeypatch, dataset=True)
     url = f"sqlite:///{tmp_path}/n.db"
     argv = ["-q", "beam", "--backbone", "resnet50", "--layers", "0-2", "--beam", "1",
             "--max-layers", "2", "--sim", "cos", "--storage", url, "--study", "noted"]

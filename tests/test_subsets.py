@@ -7,12 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import use_synthetic_features
 
 from scotsearch import cli
-from scotsearch.commands import common
 from scotsearch.data.subsets import per_category
 from scotsearch.errors import ConfigError
-from scotsearch.testing import SyntheticSource
 from scotsearch.testing import synthetic_dataset
 
 
@@ -54,10 +53,7 @@ def test_a_subset_study_is_never_resumed_as_a_full_one(tmp_path: Path, monkeypat
     import scotsearch.data as data
 
     monkeypatch.setattr(data, "load_dataset", lambda name, root, split: _three_categories(12))
-    monkeypatch.setattr(
-        common, "feature_source",
-        lambda args, dev: SyntheticSource(args.backbone, informative=(1, 3), image_hw=(32, 48)),
-    )
+    use_synthetic_features(monkeypatch)
     url = f"sqlite:///{tmp_path}/s.db"
     argv = ["-q", "beam", "--backbone", "resnet50", "--layers", "0-2", "--beam", "1",
             "--max-layers", "1", "--sim", "cos", "--storage", url, "--study", "quick"]
