@@ -191,8 +191,8 @@ def test_term_store_keeps_terms_up_to_its_budget() -> None:
     from scotsearch.fused._terms import layer_term
 
     f, big = torch.randn(4, 3, 3), torch.randn(4, 12, 12)
-    term = layer_term(big, big, (12, 12), (12, 12), {})  # base resolution
-    up = layer_term(f, f, (12, 12), (12, 12), {})  # upsampled on both sides
+    term = layer_term(big, big, (12, 12), (12, 12))  # base resolution
+    up = layer_term(f, f, (12, 12), (12, 12))  # upsampled on both sides
     assert term.identity and not up.identity and up.nbytes < term.nbytes
     store = TermStore(budget=2 * term.nbytes)
     for k in range(3):

@@ -13,6 +13,8 @@ from dataclasses import field
 from pathlib import Path
 
 from scotsearch.data.pairs import Dataset
+from scotsearch.errors import ConfigError
+from scotsearch.errors import DataError
 from scotsearch.errors import ScotsearchError
 
 
@@ -92,8 +94,6 @@ def missing_images(dataset: Dataset) -> tuple[int, list[Path]]:
 
 def check_images(dataset: Dataset) -> None:
     """Raise :class:`~scotsearch.errors.DataError` naming the first missing image, if any."""
-    from scotsearch.errors import DataError
-
     n, missing = missing_images(dataset)
     if missing:
         more = f" (and {len(missing) - 1} more of {n} images)" if len(missing) > 1 else ""
@@ -108,7 +108,6 @@ def check_dataset(name: str, root: Path | None, splits: tuple[str, ...] | None =
         ConfigError: an unknown dataset or split name (nothing to check).
     """
     from scotsearch.data import load_dataset
-    from scotsearch.errors import ConfigError
 
     if name not in SPLITS:
         raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(SPLITS)}")

@@ -122,13 +122,12 @@ def score_group(
     layer_order = sorted({l for s in group for l in s})
     src_hw, trg_hw = (src_grid.h, src_grid.w), (trg_grid.h, trg_grid.w)
     n, m = src_grid.n, trg_grid.n
-    taps: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
     terms: dict[int, Term] = {}
     for l in layer_order:
         key = (pair_key, l, src_hw, trg_hw)
         term = store.get(key) if store is not None and pair_key is not None else None
         if term is None:
-            term = layer_term(src_layers[l], trg_layers[l], src_hw, trg_hw, taps)
+            term = layer_term(src_layers[l], trg_layers[l], src_hw, trg_hw)
             if store is not None and pair_key is not None:
                 store.put(key, term)
         terms[l] = term

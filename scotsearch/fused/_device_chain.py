@@ -22,12 +22,11 @@ from scotsearch.config import MatchConfig
 from scotsearch.fused import _triton as kern
 from scotsearch.fused._plan import plan_parents
 from scotsearch.fused._terms import TermStore
+from scotsearch.fused._terms import term_parts
 from scotsearch.geometry import Grid
 from scotsearch.matching import members_matrix
-from scotsearch.matching import native_term
 from scotsearch.matching import source_taps
 from scotsearch.matching import subset_inverse_norms
-from scotsearch.matching import upsampled_sq_norms_separable
 from scotsearch.ot import safe_div
 from scotsearch.rhm import HoughTables
 from scotsearch.rhm import smooth_histogram
@@ -68,23 +67,16 @@ def device_term(
     trg_hw: tuple[int, int],
     device: torch.device,
 ) -> DeviceTerm:
-    """The device chain's form of one layer's term."""
-    fs, ft = f_src.to(device), f_trg.to(device)
-    native = (int(fs.shape[-2]), int(fs.shape[-1]))
-    identity = native == tuple(src_hw) and tuple(ft.shape[-2:]) == tuple(trg_hw)
+    """The device chain's form of one layer's term (int32 taps on the device)."""
+    dt, identity, native, sq_src, sq_trg = term_parts(f_src.to(device), f_trg.to(device),
+                                                      src_hw, trg_hw)
     if identity:
-        C = fs.shape[0]
-        dt = fs.float().reshape(C, -1).T @ ft.float().reshape(C, -1)
         rows = torch.zeros(1, 4, dtype=torch.int32, device=device)
         wts = torch.zeros(1, 4, device=device)
     else:
-        dt = native_term(fs, ft, trg_hw)
         rows, wts = _device_taps(native, tuple(src_hw), str(device))
-    return DeviceTerm(
-        dt=dt.contiguous(), rows=rows, wts=wts, identity=identity,
-        sq_src=upsampled_sq_norms_separable(fs, src_hw),
-        sq_trg=upsampled_sq_norms_separable(ft, trg_hw),
-    )
+    return DeviceTerm(dt=dt.contiguous(), rows=rows, wts=wts, identity=identity,
+                      sq_src=sq_src, sq_trg=sq_trg)
 
 
 @functools.lru_cache(maxsize=256)

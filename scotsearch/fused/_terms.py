@@ -50,32 +50,43 @@ class Term:
 _NO_TAPS = (np.zeros((1, 4), np.int64), np.zeros((1, 4), np.float32))
 
 
-def layer_term(
-    f_src: torch.Tensor,
-    f_trg: torch.Tensor,
-    src_hw: tuple[int, int],
-    trg_hw: tuple[int, int],
-    taps: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]],
-) -> Term:
-    """The fused chain's form of one layer's similarity term (``taps``: a shape -> taps memo)."""
-    fs, ft = f_src.cpu(), f_trg.cpu()
+def term_parts(
+    fs: torch.Tensor, ft: torch.Tensor, src_hw: tuple[int, int], trg_hw: tuple[int, int]
+) -> tuple[torch.Tensor, bool, tuple[int, int], torch.Tensor, torch.Tensor]:
+    """One layer's term on the features' device, as both fused chains read it.
+
+    Returns:
+        ``dt`` (``[n x m]`` when the layer is at base resolution on both sides, else
+        ``[k x m]`` at the layer's native source resolution, upsampled on the target side),
+        ``identity`` (the first case), the native source shape ``(h, w)`` and the squared
+        norms ``sq_src [n]``, ``sq_trg [m]`` of the upsampled features.
+    """
     native = (int(fs.shape[-2]), int(fs.shape[-1]))
     identity = native == tuple(src_hw) and tuple(ft.shape[-2:]) == tuple(trg_hw)
     if identity:
         C = fs.shape[0]
         dt = fs.float().reshape(C, -1).T @ ft.float().reshape(C, -1)
-        rows, wts = _NO_TAPS
     else:
         dt = native_term(fs, ft, trg_hw)
-        if native not in taps:
-            r, w = source_taps(native, src_hw)
-            taps[native] = (r.numpy(), w.numpy())
-        rows, wts = taps[native]
-    return Term(
-        dt=np.ascontiguousarray(dt.numpy()), rows=rows, wts=wts, identity=identity,
-        sq_src=upsampled_sq_norms_separable(fs, src_hw),
-        sq_trg=upsampled_sq_norms_separable(ft, trg_hw),
-    )
+    return (dt, identity, native, upsampled_sq_norms_separable(fs, src_hw),
+            upsampled_sq_norms_separable(ft, trg_hw))
+
+
+def layer_term(
+    f_src: torch.Tensor,
+    f_trg: torch.Tensor,
+    src_hw: tuple[int, int],
+    trg_hw: tuple[int, int],
+) -> Term:
+    """The CPU chain's form of one layer's similarity term (numpy, int64 taps)."""
+    dt, identity, native, sq_src, sq_trg = term_parts(f_src.cpu(), f_trg.cpu(), src_hw, trg_hw)
+    if identity:
+        rows, wts = _NO_TAPS
+    else:
+        r, w = source_taps(native, tuple(src_hw))  # memoised: these are views
+        rows, wts = r.numpy(), w.numpy()
+    return Term(dt=np.ascontiguousarray(dt.numpy()), rows=rows, wts=wts, identity=identity,
+                sq_src=sq_src, sq_trg=sq_trg)
 
 
 class _Stored(Protocol):
