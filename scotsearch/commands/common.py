@@ -231,6 +231,9 @@ def open_dataset(args: argparse.Namespace) -> Dataset:
         root = Path(args.cache_dir) / "demo-data"
     if args.dataset != "demo" and root is None:
         raise ConfigError(f"--dataset {args.dataset} needs --datapath pointing at its root folder")
+    if getattr(args, "per_category", None) is not None and args.per_category < 1:
+        # before the split is read (or the demo written)
+        raise ConfigError(f"--per-category must be >= 1, got {args.per_category}")
     ds = load_dataset(args.dataset, root, args.split)
     if args.dataset != "demo":
         # The first missing image in one line now, not mid-search (datasets check lists all).
