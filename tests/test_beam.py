@@ -14,7 +14,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import use_synthetic_features
 
 from scotsearch.layers import format_layers as subset_key
 from scotsearch.search.beam import Candidate
@@ -500,6 +499,10 @@ def test_resume_refuses_other_settings_and_continues_deeper(tmp_path):
 
 def test_beam_command_end_to_end(tmp_path, monkeypatch, capsys):
     """`scotsearch beam` through the CLI, with the synthetic data in place of a benchmark."""
+    # Imported here, not at the top: the SIGKILL test's worker imports this module as
+    # tests.test_beam, where pytest's conftest is not importable.
+    from conftest import use_synthetic_features
+
     from scotsearch import cli
 
     monkeypatch.setattr(cli, "COMMANDS", {"beam": "beam", "studies": "studies"})
