@@ -135,7 +135,13 @@ def pid_alive(pid: int) -> bool:
         return True  # exists, owned by someone else
     except OSError:
         return True  # cannot tell
-    return True
+    # A killed process whose parent has not yet reaped it still answers kill(0) (a zombie);
+    # it will never work again. Linux says so in /proc; elsewhere it counts as alive.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rfind(")") + 2:][:1] != "Z"
 
 
 def check_destination(path: Path, what: str = "--output") -> None:

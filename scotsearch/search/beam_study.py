@@ -5,6 +5,11 @@ evaluator and a study. Every scored candidate is stored in the study the moment 
 completes, so a re-run resumes: the beam is re-derived from the stored scores (``done``) and
 nothing stored is scored again. A chunk that runs out of memory is stored as FAIL trials and
 the search goes on without it; a re-run scores those candidates again.
+
+Any number of processes running the same search on the same storage cooperate (a *team*,
+:mod:`scotsearch.search._beam_team`): they split each depth's chunks between them through
+claims in the study, take over the chunks of a worker that died, and each derives the next
+depth from the stored scores. A racing search (``race``) runs in one process per study.
 """
 
 from __future__ import annotations
@@ -25,13 +30,16 @@ from scotsearch.evaluate import Evaluator
 from scotsearch.layers import format_layers
 from scotsearch.search._beam_progress import BeamProgress
 from scotsearch.search._beam_scoring import CandidateScorer
+from scotsearch.search._beam_team import TeamScorer
 from scotsearch.search.beam import BeamResult
 from scotsearch.search.beam import Candidate
 from scotsearch.search.beam import DepthResult
 from scotsearch.search.beam import NothingScoredError
 from scotsearch.search.beam import Subset
 from scotsearch.search.beam import beam_search
+from scotsearch.search.beam import expand
 from scotsearch.study import BeamLease
+from scotsearch.study import BeamTeam
 from scotsearch.study import add_failed_layer_trial
 from scotsearch.study import add_layer_trial
 from scotsearch.study import check_identity
@@ -56,12 +64,15 @@ class BeamOutcome:
         layer_ids: the layer ids searched over.
         failed: candidates of this run whose scoring ran out of memory (stored as FAIL
             trials, left out of the beam, scored again by a re-run).
+        scored_here: candidates this process scored (the others of ``result.n_scored`` were
+            scored by the other workers of its team).
     """
 
     result: BeamResult
     study: optuna.Study
     layer_ids: tuple[int, ...]
     failed: int = 0
+    scored_here: int = 0
 
     @property
     def best_layers(self) -> tuple[int, ...]:
@@ -151,6 +162,37 @@ def _stored_scores(
     return done
 
 
+class _Store:
+    """Stores one scored candidate as its trial (COMPLETE, or FAIL when it ran out of memory)
+    with the attrs the scorer kept for it."""
+
+    def __init__(self, study: optuna.Study, scorer: CandidateScorer, bar: BeamProgress, *,
+                 ids: Callable[[Subset], tuple[int, ...]], n_layers: int,
+                 match: dict[str, Any]) -> None:
+        self.study, self.scorer, self.bar = study, scorer, bar
+        self.ids, self.n_layers, self.match = ids, n_layers, match
+
+    def __call__(self, c: Candidate) -> None:
+        ids = self.ids
+        extra = self.scorer.pop_extra(c.layers)
+        attrs = {
+            "search": "beam", "layers": format_layers(ids(c.layers)), "depth": c.depth,
+            "parent": "" if c.parent is None else format_layers(ids(c.parent)),
+            "match": self.match,
+        }
+        if extra.get("failed"):
+            # out of memory: stored as FAIL (no value), so a re-run scores it again
+            add_failed_layer_trial(self.study, layers=ids(c.layers), n_layers=self.n_layers,
+                                   user_attrs={**attrs, "error": extra["error"]})
+        else:
+            # a raced-out candidate keeps its partial mean as the trial's value; its "pck"
+            # stays NaN and "pruned" keeps it out of results and exports
+            add_layer_trial(self.study, layers=ids(c.layers), n_layers=self.n_layers,
+                            value=extra.get("pck_partial", c.score),
+                            user_attrs={**attrs, "pck": c.score, **extra})
+        self.bar.scored(1)
+
+
 def run_beam(
     evaluator: Evaluator,
     *,
@@ -231,61 +273,44 @@ def run_beam(
     bar = BeamProgress(enabled=progress, max_layers=max_layers)
     scorer = CandidateScorer(evaluator, ids=ids, pairs=pairs, progress=bar, beam=beam,
                              chunk=chunk, race=race, race_block=race_block)
+    store = _Store(stud, scorer, bar, ids=ids, n_layers=n_all, match=evaluator.match.to_dict())
+    # Without racing any number of processes search the study together (a team); racing
+    # needs a depth's candidates in one process, so it keeps one process per study.
+    team = None if race is not None else BeamTeam(st, study)
+    team_scorer = None if team is None else TeamScorer(
+        scorer, team, study=stud, store=store, ids=ids, chunk=chunk, progress=bar)
+    prev_beam: list[Subset] = []
 
     def depth_start(depth: int, subsets: list[Subset], n_todo: int) -> None:
         scorer.depth_start([done[s] for s in subsets if s in done and not math.isnan(done[s])])
         bar.depth_start(depth, subsets, n_todo)
+        if team_scorer is not None:
+            # the same (child, parent) pairs beam_search grows, for the stored trials
+            parents: dict[Subset, Subset | None] = (
+                dict.fromkeys(subsets) if depth == 0 else
+                dict(expand(prev_beam, n_layers=len(layer_ids), reference=reference)))
+            team_scorer.depth_start(depth, subsets, parents)
 
-    match_d = evaluator.match.to_dict()
+    def depth_end(d: DepthResult, best: Candidate) -> None:
+        prev_beam[:] = [c.layers for c in d.beam]
+        bar.depth_end(d, best)
 
-    def on_scored(c: Candidate) -> None:
-        extra = scorer.pop_extra(c.layers)
-        if extra.get("failed"):
-            # out of memory: stored as FAIL (no value), so a re-run scores it again
-            add_failed_layer_trial(
-                stud, layers=ids(c.layers), n_layers=n_all,
-                user_attrs={
-                    "search": "beam", "layers": format_layers(ids(c.layers)), "depth": c.depth,
-                    "parent": "" if c.parent is None else format_layers(ids(c.parent)),
-                    "match": match_d, "error": extra["error"],
-                },
-            )
-            bar.scored(1)
-            return
-        add_layer_trial(
-            stud,
-            layers=ids(c.layers),
-            n_layers=n_all,
-            # a raced-out candidate keeps its partial mean as the trial's value; its "pck"
-            # stays NaN and "pruned" keeps it out of results and exports
-            value=extra.get("pck_partial", c.score),
-            user_attrs={
-                "search": "beam",
-                "layers": format_layers(ids(c.layers)),
-                "depth": c.depth,
-                "parent": "" if c.parent is None else format_layers(ids(c.parent)),
-                "match": match_d,
-                "pck": c.score,
-                **extra,
-            },
-        )
-        bar.scored(1)
-
-    lease = BeamLease(st, study)
-    lease.acquire()  # one beam process per study: a second would repeat every candidate
+    guard: BeamLease | BeamTeam = BeamLease(st, study) if team is None else team
+    guard.__enter__()
     try:
         result = beam_search(
-            scorer,
+            scorer if team_scorer is None else team_scorer,
             n_layers=len(layer_ids),
             beam=beam,
             max_layers=max_layers,
             reference=reference,
             done=done,
-            # racing needs a depth's candidates together
-            chunk=chunk if race is None else None,
-            on_scored=on_scored,
+            # a team member is handed a depth at once and cuts it into units itself; racing
+            # needs a depth's candidates together
+            chunk=chunk if team is None and race is None else None,
+            on_scored=store if team_scorer is None else None,
             on_depth_start=depth_start,
-            on_depth_end=bar.depth_end,
+            on_depth_end=depth_end,
         )
     except NothingScoredError:
         raise ScotsearchError(
@@ -294,7 +319,7 @@ def run_beam(
         ) from None
     finally:
         bar.close()
-        lease.release()
+        guard.__exit__(None, None, None)
 
     result = _to_ids(result, ids)
     stud.set_user_attr(
@@ -305,7 +330,9 @@ def run_beam(
     if scorer.n_failed:
         log.warning("study '%s': %d candidate(s) ran out of memory and are stored as failed; "
                     "run the same command again to score them", study, scorer.n_failed)
-    return BeamOutcome(result=result, study=stud, layer_ids=layer_ids, failed=scorer.n_failed)
+    here = result.n_scored if team_scorer is None else team_scorer.n_scored_here
+    return BeamOutcome(result=result, study=stud, layer_ids=layer_ids, failed=scorer.n_failed,
+                       scored_here=here)
 
 
 def _to_ids(result: BeamResult, ids: Callable[[Subset], tuple[int, ...]]) -> BeamResult:

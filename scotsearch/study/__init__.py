@@ -13,7 +13,10 @@ place for all of it, so scotsearch adds no tables of its own to the database:
 * one COMPLETE trial per scored layer subset, and the one rule that ranks them
   (:mod:`~scotsearch.study._trials`);
 * heartbeats and the sweep that re-queues the trials of crashed workers on storages without
-  Optuna's own heartbeat (:mod:`~scotsearch.study._heartbeat`).
+  Optuna's own heartbeat (:mod:`~scotsearch.study._heartbeat`);
+* cooperating beam workers: their registry and their claims on units of a depth, as study
+  system attrs (:mod:`~scotsearch.study._team`); one racing beam process's lease
+  (:mod:`~scotsearch.study._lease`).
 """
 
 from __future__ import annotations
@@ -44,6 +47,11 @@ from scotsearch.study._storage import open_study
 from scotsearch.study._storage import resolve_storage
 from scotsearch.study._storage import storage_exists
 from scotsearch.study._storage import storage_url
+from scotsearch.study._team import CLAIM_PREFIX
+from scotsearch.study._team import WORKER_PREFIX
+from scotsearch.study._team import BeamTeam
+from scotsearch.study._team import live_workers
+from scotsearch.study._team import unit_state
 from scotsearch.study._trials import add_failed_layer_trial
 from scotsearch.study._trials import add_layer_trial
 from scotsearch.study._trials import best_layers_of
@@ -60,6 +68,9 @@ __all__ = [
     "LEASE_ATTR",
     "WORKER_ATTR",
     "BeamLease",
+    "BeamTeam",
+    "CLAIM_PREFIX",
+    "WORKER_PREFIX",
     "HEARTBEAT_ATTR",
     "STORAGE_ENV",
     "Heartbeat",
@@ -78,6 +89,7 @@ __all__ = [
     "layer_param",
     "layer_params",
     "list_studies",
+    "live_workers",
     "mark_worker",
     "needs_own_heartbeat",
     "open_shared_storage",
@@ -91,4 +103,5 @@ __all__ = [
     "storage_exists",
     "storage_url",
     "sweep_stale_trials",
+    "unit_state",
 ]

@@ -1,0 +1,168 @@
+"""Cooperating beam workers: several processes on one study give the single process's study.
+
+Each worker is a real process running :func:`run_beam` on the small synthetic search of
+``tests/test_beam.py``, slowed down so that the workers overlap; they wait for one go file,
+so that they reach the storage together.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from scotsearch.study import CLAIM_PREFIX
+from scotsearch.study import WORKER_PREFIX
+from scotsearch.study import unit_state
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: The team's search: 6 layers, chunks of 2 (so a depth has several units per worker).
+TEAM_KW = dict(beam=2, max_layers=3, layers=range(6), chunk=2)
+
+WORKER = textwrap.dedent(
+    """
+    import json, os, signal, sys, time
+    import torch
+    sys.path.insert(0, {root!r})
+    from tests.test_beam import small_evaluator
+    from tests.test_beam_team import TEAM_KW
+    from scotsearch.search.beam_study import run_beam
+
+    torch.set_num_threads(1)
+    storage, out, kill_at, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    ev = small_evaluator()
+    calls = [0]
+    real_score = ev.score
+
+    def score(subsets, **kw):
+        calls[0] += 1
+        if calls[0] == kill_at:
+            # SIGKILL halfway through a unit: nothing of it is stored
+            def progress(n):
+                os.kill(os.getpid(), signal.SIGKILL)
+            kw["progress"] = progress
+        time.sleep(0.15)  # so that the workers' units overlap
+        return real_score(subsets, **kw)
+
+    ev.score = score
+    open(out + ".ready", "w").close()
+    while not os.path.exists(go):
+        time.sleep(0.01)
+    o = run_beam(ev, study="s", storage=storage, **TEAM_KW)
+    json.dump({{"best": o.result.best.key, "pck": o.result.best.score,
+               "here": o.scored_here}}, open(out, "w"))
+    """
+)
+
+
+def start_team(tmp_path: Path, storage: str, kill_at: list[int]) -> list[subprocess.Popen]:
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER.format(root=str(ROOT)))
+    go = tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen([sys.executable, str(script), storage, str(tmp_path / f"out{k}.json"),
+                          str(kill), str(go)], env=env, stdout=subprocess.DEVNULL,
+                         stderr=(tmp_path / f"err{k}.txt").open("w"))
+        for k, kill in enumerate(kill_at)
+    ]
+    # every worker has imported torch and built its evaluator: go
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"out{k}.json.ready").exists() for k in range(len(procs))):
+        assert time.monotonic() < deadline, "the workers did not start"
+        time.sleep(0.05)
+    go.touch()
+    return procs
+
+
+def trials(storage: str) -> tuple[dict[str, float], list[str], list[str]]:
+    """The study's COMPLETE beam trials (layers -> value), their layer keys with repeats, and
+    the keys of its FAIL trials."""
+    from optuna.trial import TrialState
+
+    from scotsearch.study import open_study
+
+    study = open_study("s", storage, create=False)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    failed = [t.user_attrs.get("layers", "?") for t in study.trials
+              if t.state == TrialState.FAIL]
+    keys = [t.user_attrs["layers"] for t in done]
+    return {t.user_attrs["layers"]: t.value for t in done}, keys, failed
+
+
+def single_process(tmp_path: Path) -> tuple[dict[str, float], object]:
+    from scotsearch.search.beam_study import run_beam
+    from tests.test_beam import small_evaluator
+
+    url = f"sqlite:///{tmp_path}/single.db"
+    ref = run_beam(small_evaluator(), study="s", storage=url, **TEAM_KW)
+    return trials(url)[0], ref
+
+
+def check_team(tmp_path: Path, storage: str, kill_at: list[int]) -> list[dict]:
+    want, ref = single_process(tmp_path)
+    procs = start_team(tmp_path, storage, kill_at)
+    # reap every worker as it ends (a killed one left unreaped would look alive)
+    deadline = time.monotonic() + 300
+    while any(p.poll() is None for p in procs):
+        assert time.monotonic() < deadline, "the team did not finish"
+        time.sleep(0.05)
+    outs = []
+    for k, (p, kill) in enumerate(zip(procs, kill_at)):
+        err = (tmp_path / f"err{k}.txt").read_text()
+        if kill > 0:
+            assert p.returncode == -signal.SIGKILL, err
+            continue
+        assert p.returncode == 0, err
+        outs.append(json.loads((tmp_path / f"out{k}.json").read_text()))
+    got, keys, failed = trials(storage)
+    assert len(keys) == len(set(keys)), "a candidate was scored twice"
+    assert not failed
+    assert got == want  # the same candidates with the same scores, to the last bit
+    for o in outs:  # every worker derived the single process's result
+        assert (o["best"], o["pck"]) == (ref.result.best.key, ref.result.best.score)
+    return outs
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_three_workers_give_the_single_process_study(tmp_path: Path, kind: str) -> None:
+    storage = (f"sqlite:///{tmp_path}/team.db" if kind == "sqlite"
+               else f"journal:{tmp_path}/team.log")
+    outs = check_team(tmp_path, storage, [-1, -1, -1])
+    here = [o["here"] for o in outs]
+    n_total = len(trials(storage)[0])
+    assert sum(here) == n_total, here  # each candidate scored by exactly one worker
+    assert sum(h > 0 for h in here) >= 2, here  # and the work was shared
+
+
+def test_a_killed_worker_is_taken_over(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/team.db"
+    # the second worker dies during its third unit; its claim is taken over at once (its
+    # process is gone) and the study ends as the single process's
+    outs = check_team(tmp_path, storage, [-1, 3, -1])
+    assert len(outs) == 2
+
+
+def test_two_workers_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    outs = check_team(tmp_path, postgres_url, [-1, -1])
+    assert sum(o["here"] for o in outs) == len(trials(postgres_url)[0])
+
+
+def test_claims_of_an_earlier_epoch_or_a_dead_worker_are_free() -> None:
+    live = {"a": {}}
+    assert unit_state(None, epoch="e", live=live, me="b") == "free"
+    assert unit_state({"token": "a", "epoch": "e"}, epoch="e", live=live, me="b") == "taken"
+    assert unit_state({"token": "b", "epoch": "e"}, epoch="e", live=live, me="b") == "mine"
+    assert unit_state({"token": "c", "epoch": "e"}, epoch="e", live=live, me="b") == "free"
+    assert unit_state({"token": "a", "epoch": "e", "done": True}, epoch="f", live=live,
+                      me="b") == "free"
+    assert CLAIM_PREFIX != WORKER_PREFIX
