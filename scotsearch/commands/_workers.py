@@ -1,29 +1,88 @@
-"""``--workers N``: the same command in N processes on one machine, sharing one study.
+"""``--workers N`` and ``--dask-scheduler``: the same command in N processes, one study.
 
-The processes are joblib's (its ``loky`` backend: fresh interpreters, not forks of a process
-that already holds torch's threads and CUDA state). Each runs the command line it was given
-with ``--workers 1``, one device of ``--devices`` and an equal share of the CPU threads; the
-study storage coordinates them as it does workers started by hand. The parent shows one
-progress bar from the study's counted trials and stops every worker on Ctrl-C, leaving the
-study resumable (a killed worker's running trial is retried by the next run).
+On one machine the processes are joblib's (its ``loky`` backend: fresh interpreters, not forks
+of a process that already holds torch's threads and CUDA state). On a cluster they are tasks
+of an existing ``dask.distributed`` cluster, one per Dask worker unless ``--workers`` says
+how many, each on its own Dask worker while there are enough. Either way each runs the
+command line it was given without these flags, one device of ``--devices`` and an equal
+share of its machine's CPU threads; the study storage coordinates them as it does workers
+started by hand (``beam``: a team, :mod:`scotsearch.search._beam_team`; ``tune``: Optuna's
+trials). The parent shows one progress bar from the study and stops every worker on Ctrl-C,
+leaving the study resumable (a killed worker's claimed unit or running trial is taken over by
+the next run).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import os
 import threading
+import uuid
 from collections.abc import Callable
 from collections.abc import Sequence
 
 from scotsearch.errors import ConfigError
 from scotsearch.errors import ScotsearchError
+from scotsearch.errors import first_line
+
+
+def add_worker_args(g: argparse._ArgumentGroup, *, what: str) -> None:
+    """``--workers``, ``--devices`` and ``--dask-scheduler`` (``what``: what they share)."""
+    g.add_argument("--workers", type=int, default=1,
+                   help=f"run {what} in N worker processes on this machine (joblib), each "
+                        "with 1/N of the CPU threads; the study storage coordinates them "
+                        "(default 1: this process). With --dask-scheduler: N tasks on the "
+                        "cluster (default: one per Dask worker)")
+    g.add_argument("--devices", default=None,
+                   help="with --workers: comma-separated devices the workers are pinned to, "
+                        "round robin (e.g. cuda:0,cuda:1)")
+    g.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
+                   help="run the workers as tasks on an existing dask.distributed cluster "
+                        "(e.g. tcp://10.0.0.1:8786); needs a --storage every machine reaches "
+                        "(PostgreSQL, or a journal file on a shared file system) and a "
+                        "--cache-dir they share. pip install 'scotsearch[dask]'")
+
+
+def check_worker_args(args: argparse.Namespace) -> bool:
+    """Refuse impossible worker flags; True when this run starts workers.
+
+    Raises:
+        ConfigError: ``--workers`` below 1, or ``--devices`` without workers.
+    """
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    many = args.workers > 1 or args.dask_scheduler is not None
+    if args.devices is not None and not many:
+        raise ConfigError("--devices goes with --workers N (N > 1)")
+    if args.dask_scheduler is not None:
+        _check_reachable(args.dask_scheduler)
+    return many
+
+
+def _check_reachable(address: str) -> None:
+    # Before any data is read: a TCP scheduler that refuses connections fails at once (the
+    # Dask client itself would wait out its connect timeout first).
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme not in ("tcp", "tls") or parts.hostname is None:
+        return  # another transport (inproc, ucx): the client reports its own failures
+    try:
+        port = parts.port or 8786
+        with socket.create_connection((parts.hostname, port), timeout=10):
+            pass
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot reach the Dask scheduler at {address}: "
+                          f"{first_line(exc)}") from None
 
 
 def worker_argv(argv: Sequence[str], device: str | None) -> list[str]:
-    """``argv`` for one worker: ``--workers``/``--devices`` dropped, ``-q`` first (the parent
-    draws the progress bar), ``--device`` set when the worker is pinned to one.
+    """``argv`` for one worker: ``--workers``/``--devices``/``--dask-scheduler`` dropped,
+    ``-q`` first (the parent draws the progress bar), ``--device`` set when the worker is
+    pinned to one.
 
     Examples:
         >>> worker_argv(["tune", "--trials", "8", "--workers", "2", "--devices=cuda:0,cuda:1"],
@@ -33,7 +92,7 @@ def worker_argv(argv: Sequence[str], device: str | None) -> list[str]:
         ['-q', '-v', 'tune', '--device', 'cpu']
     """
     # A worker pinned to a device replaces the user's --device; otherwise it is kept.
-    drop = ("--workers", "--devices", "--device") if device else ("--workers", "--devices")
+    drop = ("--workers", "--devices", "--dask-scheduler", *(("--device",) if device else ()))
     out: list[str] = []
     skip = False
     for a in argv:
@@ -65,44 +124,128 @@ def _run_one(argv: list[str], threads: int) -> int:
         return cli.main(argv)
 
 
+class _Launch:
+    """How the workers run: ``start()`` blocks until they end and returns their exit codes;
+    ``stop()`` (from Ctrl-C) ends them."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def start(self) -> list[int]:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class _Loky(_Launch):
+    def __init__(self, argv: Sequence[str], n: int, devices: Sequence[str]) -> None:
+        from joblib import delayed
+
+        super().__init__(n)
+        threads = max(1, (os.cpu_count() or 1) // n)
+        self.jobs = [delayed(_run_one)(worker_argv(argv, _pin(devices, k)), threads)
+                     for k in range(n)]
+
+    def start(self) -> list[int]:
+        from joblib import Parallel
+
+        return list(Parallel(n_jobs=self.n, backend="loky")(self.jobs))
+
+    def stop(self) -> None:
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor().shutdown(wait=False, kill_workers=True)
+
+
+class _Dask(_Launch):
+    def __init__(self, argv: Sequence[str], n: int, devices: Sequence[str],
+                 scheduler: str) -> None:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise ConfigError("--dask-scheduler needs dask.distributed: "
+                              "pip install 'scotsearch[dask]'") from None
+        try:
+            self.client = Client(scheduler, timeout="20s", set_as_default=False)
+        except (OSError, TimeoutError, ValueError, TypeError) as exc:
+            raise ConfigError(f"cannot reach the Dask scheduler at {scheduler}: "
+                              f"{first_line(exc)}") from None
+        info = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        if not info:
+            self.client.close()
+            raise ConfigError(f"the Dask cluster at {scheduler} has no workers")
+        addrs = sorted(info)
+        super().__init__(n if n > 1 else len(addrs))
+        # One task per Dask worker while there are enough, each with its worker's threads
+        # shared among the tasks placed on it.
+        place = [addrs[k % len(addrs)] for k in range(self.n)]
+        run = uuid.uuid4().hex[:8]
+        self.futures = [
+            self.client.submit(
+                _run_one, worker_argv(argv, _pin(devices, k)),
+                max(1, int(info[a].get("nthreads", 1)) // place.count(a)),
+                key=f"scotsearch-worker-{run}-{k}", workers=[a], allow_other_workers=False,
+                pure=False)
+            for k, a in enumerate(place)
+        ]
+
+    def start(self) -> list[int]:
+        try:
+            return [int(c) for c in self.client.gather(self.futures)]
+        finally:
+            self.client.close()
+
+    def stop(self) -> None:
+        # Tasks not yet started are cancelled; a running one ends with its Dask worker
+        # (Dask cannot interrupt a running task), its claimed unit then taken over.
+        self.client.cancel(self.futures, force=True)
+
+
+def _pin(devices: Sequence[str], k: int) -> str | None:
+    return devices[k % len(devices)] if devices else None
+
+
 def run_workers(argv: Sequence[str], n: int, devices: Sequence[str], *,
-                progress: Callable[[], int] | None = None, total: int = 0,
-                show: bool = True) -> None:
-    """Run ``argv`` in ``n`` worker processes until all end.
+                scheduler: str | None = None, progress: Callable[[], int] | None = None,
+                total: int = 0, show: bool = True, unit: str = "trial") -> int:
+    """Run ``argv`` in ``n`` worker processes (or Dask tasks) until all end.
 
     Args:
         argv: the command line (without the program name), ``--workers`` included.
-        n: worker processes.
+        n: worker processes; with ``scheduler``, 1 means one per Dask worker.
         devices: devices to pin the workers to, round robin (empty: each worker's default).
+        scheduler: a ``dask.distributed`` scheduler's address, or ``None`` for joblib.
         progress: returns the finished units so far (polled for the combined bar).
         total: the units the bar counts to.
         show: draw the bar.
+        unit: what the bar counts.
+
+    Returns:
+        The number of workers that ran.
 
     Raises:
+        ConfigError: the Dask scheduler cannot be reached or has no workers.
         ScotsearchError: a worker exited with a non-zero status (its own error line has been
             printed on its standard error).
     """
-    from joblib import Parallel
-    from joblib import delayed
     from tqdm import tqdm
 
     if n < 1:
         raise ConfigError(f"--workers must be >= 1, got {n}")
-    threads = max(1, (os.cpu_count() or 1) // n)
-    jobs = [delayed(_run_one)(worker_argv(argv, devices[k % len(devices)] if devices else None),
-                              threads) for k in range(n)]
+    launch: _Launch = _Dask(argv, n, devices, scheduler) if scheduler else _Loky(argv, n, devices)
     codes: list[int] = []
     failure: list[BaseException] = []
 
-    def launch() -> None:
+    def run() -> None:
         try:
-            codes.extend(Parallel(n_jobs=n, backend="loky")(jobs))
+            codes.extend(launch.start())
         except BaseException as exc:  # noqa: BLE001 - re-raised in the parent's thread
             failure.append(exc)
 
-    thread = threading.Thread(target=launch, name="scotsearch-workers", daemon=True)
-    bar = tqdm(total=total, desc=f"{n} workers", unit="trial", disable=not show or None,
-               leave=False)
+    thread = threading.Thread(target=run, name="scotsearch-workers", daemon=True)
+    bar = tqdm(total=total, desc=f"{launch.n} workers", unit=unit,
+               disable=not show or None, leave=False)
     try:
         thread.start()
         while thread.is_alive():
@@ -114,11 +257,9 @@ def run_workers(argv: Sequence[str], n: int, devices: Sequence[str], *,
                 except Exception:  # noqa: BLE001 - the bar is informational
                     pass
     except KeyboardInterrupt:
-        # Stop every worker: the study keeps what they finished, and their running trials
-        # are retried by the next run.
-        from joblib.externals.loky import get_reusable_executor
-
-        get_reusable_executor().shutdown(wait=False, kill_workers=True)
+        # Stop every worker: the study keeps what they finished, and their claimed units or
+        # running trials are taken over by the next run.
+        launch.stop()
         raise
     finally:
         bar.close()
@@ -126,6 +267,6 @@ def run_workers(argv: Sequence[str], n: int, devices: Sequence[str], *,
         raise failure[0]
     bad = [c for c in codes if c != 0]
     if bad:
-        raise ScotsearchError(f"{len(bad)} of {n} workers failed (exit status {bad[0]}); "
+        raise ScotsearchError(f"{len(bad)} of {launch.n} workers failed (exit status {bad[0]}); "
                               "their errors are above")
-
+    return launch.n

@@ -11,6 +11,8 @@ import logging
 
 import optuna
 
+from scotsearch.commands._workers import add_worker_args
+from scotsearch.commands._workers import check_worker_args
 from scotsearch.commands.common import add_backbone_args
 from scotsearch.commands.common import add_data_args
 from scotsearch.commands.common import add_match_args
@@ -57,6 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "current depth's unfinished work")
     g.add_argument("--race-block", type=int, default=64,
                    help="pairs scored between two racing checks (default 64)")
+    add_worker_args(g, what="the search")
     add_data_args(p, split="val")
     add_backbone_args(p)
     add_match_args(p, command="beam")
@@ -97,6 +100,33 @@ def default_study_name(
     return name
 
 
+def _run_workers(args: argparse.Namespace, dataset: object, source: object,
+                 storage: optuna.storages.BaseStorage, name: str) -> int:
+    """--workers N / --dask-scheduler: the features cached once here, then N copies of this
+    command, which search the study together (a team). Returns the number of workers."""
+    import sys
+
+    from scotsearch.cache import CachedSource
+    from scotsearch.cache import build_cache
+    from scotsearch.commands._workers import run_workers
+    from scotsearch.study import completed_trials
+    from scotsearch.study import open_study
+
+    if isinstance(source, CachedSource):
+        # Once, before the workers: they would otherwise all extract the same images.
+        build_cache(dataset, source, progress=not args.quiet)  # type: ignore[arg-type]
+    devices = [d.strip() for d in args.devices.split(",")] if args.devices else []
+    argv = list(getattr(args, "_argv", None) or sys.argv[1:])
+    if args.study is None:
+        argv += ["--study", name]  # every worker on the name this process derived
+
+    def stored() -> int:
+        return len(completed_trials(open_study(name, storage), search="beam"))
+
+    return run_workers(argv, args.workers, devices, scheduler=args.dask_scheduler,
+                       progress=stored, total=0, show=not args.quiet, unit="cand")
+
+
 def run(args: argparse.Namespace) -> int:
     from scotsearch.commands.common import alphas_from_args
     from scotsearch.commands.common import feature_source
@@ -113,6 +143,10 @@ def run(args: argparse.Namespace) -> int:
         layer_ids = _parse_layer_ranges(args.layers, n_layers(args.backbone))
     # Check the cheap things before loading data and weights.
     check_beam_counts(beam=args.beam, max_layers=args.max_layers, chunk=args.chunk)
+    many = check_worker_args(args)
+    if many and args.race is not None:
+        raise ConfigError("--race scores a depth in one process; drop --workers/--dask-scheduler "
+                          "or --race")
     alphas = alphas_from_args(args)
     if len(alphas) != 1:
         raise ConfigError("the beam search optimises PCK at one alpha; give a single --alpha")
@@ -139,12 +173,17 @@ def run(args: argparse.Namespace) -> int:
              name, mode, args.beam, args.max_layers, len(dataset.pairs))
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    workers = 0
+    if many:
+        # The workers search; this process then re-derives their result from the study
+        # (every candidate is stored by then, so run_beam below scores nothing).
+        workers = _run_workers(args, dataset, source, storage, name)
     try:
         with logging_redirect_tqdm():  # log lines above the bars instead of through them
             outcome = run_beam(
                 evaluator, study=name, storage=storage, beam=args.beam,
                 max_layers=args.max_layers, reference=reference, layers=layer_ids,
-                chunk=args.chunk, progress=not args.quiet, race=args.race,
+                chunk=args.chunk, progress=not args.quiet and not workers, race=args.race,
                 race_block=args.race_block,
             )
     except KeyboardInterrupt:
@@ -162,10 +201,14 @@ def run(args: argparse.Namespace) -> int:
     )
     failed = (f", {outcome.failed} of them failed (out of memory; run again to retry them)"
               if outcome.failed else "")
-    print(
-        f"study '{name}' in {describe_storage(storage)}: {len(res.candidates)} candidates "
-        f"({res.n_scored} scored now{failed}, {res.n_reused} already stored)"
-    )
+    if workers:
+        print(f"study '{name}' in {describe_storage(storage)}: {len(res.candidates)} candidates "
+              f"(searched by {workers} workers{failed})")
+    else:
+        print(
+            f"study '{name}' in {describe_storage(storage)}: {len(res.candidates)} candidates "
+            f"({res.n_scored} scored now{failed}, {res.n_reused} already stored)"
+        )
     storage_flag = f" --storage {args.storage}" if args.storage else ""
     print(f"export: scotsearch export --study {name}{storage_flag} --format csv")
     from scotsearch.dashboard import save_run_note  # the command line, for optuna-dashboard

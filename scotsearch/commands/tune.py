@@ -21,6 +21,8 @@ from pathlib import Path
 import optuna
 
 from scotsearch.commands import common
+from scotsearch.commands._workers import add_worker_args
+from scotsearch.commands._workers import check_worker_args
 from scotsearch.data.pairs import Dataset
 from scotsearch.errors import ConfigError
 from scotsearch.evaluate import Evaluator
@@ -73,13 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="random trials before TPE models the space (default 10)")
     g.add_argument("--batch-pairs", type=int, default=8,
                    help="pairs scored between two pruning checks (default 8)")
-    g.add_argument("--workers", type=int, default=1,
-                   help="run the study in N worker processes on this machine (joblib), "
-                        "each with 1/N of the CPU threads; the storage shares the trials "
-                        "(default 1: this process)")
-    g.add_argument("--devices", default=None,
-                   help="with --workers: comma-separated devices the workers are pinned to, "
-                        "round robin (e.g. cuda:0,cuda:1)")
+    add_worker_args(g, what="the study")
     g.add_argument("--stale-after", type=float, default=120.0,
                    help="journal storages: seconds without a heartbeat after which a running "
                         "trial counts as crashed and is retried (default 120)")
@@ -96,10 +92,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-pairs must be >= 1, got {args.batch_pairs}")
     if args.stale_after <= 0:
         raise ConfigError(f"--stale-after must be positive, got {args.stale_after:g}")
-    if args.workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
-    if args.devices is not None and args.workers == 1:
-        raise ConfigError("--devices goes with --workers N (N > 1)")
+    many = check_worker_args(args)
     space = load_space(args.space)
     alphas = common.alphas_from_args(args)
     if len(alphas) != 1:
@@ -123,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     device = common.resolve_device(args.device)
     source = common.feature_source(args, device)
     common.check_cache_space(dataset, source)
-    if args.workers > 1:
+    if many:
         return _run_workers(args, dataset, source, storage)
     evaluator = Evaluator(dataset, source, match=match, profile=profile, alphas=alphas,
                           thres=args.thres, device=device,
@@ -183,12 +176,12 @@ def _run_workers(args: argparse.Namespace, dataset: Dataset, source: object,
         return len(study.get_trials(deepcopy=False, states=COUNTED))
 
     argv = getattr(args, "_argv", None) or sys.argv[1:]
-    run_workers(argv, args.workers, devices, progress=counted, total=args.trials,
-                show=not args.quiet)
+    n = run_workers(argv, args.workers, devices, scheduler=args.dask_scheduler,
+                    progress=counted, total=args.trials, show=not args.quiet)
     study = optuna.load_study(study_name=args.study, storage=storage)
     best = summary_best(study)
     best_text = "none yet" if best is None else f"{best.value:.2f} (trial {best.number})"
-    print(f"study '{args.study}': {counted()}/{args.trials} trials by {args.workers} workers; "
+    print(f"study '{args.study}': {counted()}/{args.trials} trials by {n} workers; "
           f"best {best_text}")
     print(f"study '{args.study}' in {describe_storage(storage)}")
     return 0
