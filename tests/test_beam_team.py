@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -166,3 +167,44 @@ def test_claims_of_an_earlier_epoch_or_a_dead_worker_are_free() -> None:
     assert unit_state({"token": "a", "epoch": "e", "done": True}, epoch="f", live=live,
                       me="b") == "free"
     assert CLAIM_PREFIX != WORKER_PREFIX
+
+
+def test_studies_lists_the_live_workers(tmp_path: Path, capsys) -> None:
+    import socket
+
+    import optuna
+
+    from scotsearch import cli
+    from scotsearch.study import WORKER_ATTR
+    from scotsearch.study import BeamTeam
+    from scotsearch.study import open_storage
+    from scotsearch.study import open_study
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    st = open_storage(url)
+    open_study("b", st)
+    sid = st.get_study_id_from_name("b")
+    # a dead worker (its process on this host is gone) and a stale one are not listed
+    st.set_study_system_attr(sid, WORKER_PREFIX + "dead", {
+        "host": socket.gethostname(), "pid": 2**22 + 12345, "beat": time.time()})
+    st.set_study_system_attr(sid, WORKER_PREFIX + "stale", {
+        "host": "elsewhere", "pid": 1, "beat": time.time() - 3600})
+    tune = open_study("t", st)
+    trial = tune.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    st.set_trial_system_attr(trial._trial_id, WORKER_ATTR,
+                             {"host": socket.gethostname(), "pid": os.getpid()})
+    with BeamTeam(st, "b") as team:
+        team.unit = "d0u1-abc"
+        team.beat()
+        assert cli.main(["studies", "--storage", url]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[1].split()[-1] == "workers"
+    live = [re.sub(r"heartbeat \d s ago", "heartbeat N s ago", x)
+            for x in lines[lines.index("live workers:") + 1:]]
+    me = f"pid {os.getpid()} on {socket.gethostname()}, last heartbeat N s ago"
+    assert sorted(live) == sorted([f"  b: {me}, d0u1-abc, 0 scored", f"  t: {me}, trial 0"])
+    # gone: the team left, the trial ended
+    tune.tell(trial, 0.5)
+    assert cli.main(["studies", "--storage", url]) == 0
+    assert "live workers:" not in capsys.readouterr().out

@@ -198,9 +198,10 @@ def test_studies_command_lists_best(tmp_path, capsys):
     st.open_study("empty", url)
     assert studies.run(p.parse_args(["--storage", url])) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[1].split() == ["study", "kind", "data", "trials", "best", "PCK", "best", "layers"]
-    assert out[2].split() == ["beam-x", "beam", "demo/val/resnet101", "2", "61.25", "0,5"]
-    assert out[3].split() == ["empty", "-", "-", "0", "-", "-"]
+    assert out[1].split() == ["study", "kind", "data", "trials", "best", "PCK", "best", "layers",
+                              "workers"]
+    assert out[2].split() == ["beam-x", "beam", "demo/val/resnet101", "2", "61.25", "0,5", "-"]
+    assert out[3].split() == ["empty", "-", "-", "0", "-", "-", "-"]
 
 
 def test_best_trial_skips_pruned_and_prefers_fewer_layers():

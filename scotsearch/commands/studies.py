@@ -28,8 +28,9 @@ def _cell(v: Any) -> str:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """A plain text table: study, kind, data (dataset/split/backbone), trials, best, layers."""
-    header = ["study", "kind", "data", "trials", "best PCK", "best layers"]
+    """A plain text table: study, kind, data (dataset/split/backbone), trials, best, layers
+    and the number of live workers."""
+    header = ["study", "kind", "data", "trials", "best PCK", "best layers", "workers"]
     body = [
         [
             r["study"],
@@ -38,11 +39,12 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             _cell(r["trials"]),
             _cell(r["best"]),
             r["layers"] or "-",
+            str(len(r.get("workers") or ())) if r.get("workers") else "-",
         ]
         for r in rows
     ]
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
-    right = {3, 4}
+    right = {3, 4, 6}
 
     def line(cells: list[str]) -> str:
         return "  ".join(
@@ -59,5 +61,25 @@ def run(args: argparse.Namespace) -> int:
         print(f"no studies in {url}")
         return 0
     print(f"studies in {url}:")
-    print(format_table(sorted(rows, key=lambda r: r["study"])))
+    rows = sorted(rows, key=lambda r: r["study"])
+    print(format_table(rows))
+    live = [(r["study"], w) for r in rows for w in r.get("workers") or ()]
+    if live:
+        print("live workers:")
+        for name, w in live:
+            print("  " + format_worker(name, w))
     return 0
+
+
+def format_worker(study: str, w: dict[str, Any]) -> str:
+    """One live worker: its study, process, last sign of life and what it does.
+
+    >>> format_worker("b", {"host": "h", "pid": 7, "beat": 3.2, "doing": "d1u0-ab", "scored": 4})
+    'b: pid 7 on h, last heartbeat 3 s ago, d1u0-ab, 4 scored'
+    >>> format_worker("t", {"host": "h", "pid": 8, "beat": 0.4, "doing": "trial 5",
+    ...                     "scored": None})
+    't: pid 8 on h, last heartbeat 0 s ago, trial 5'
+    """
+    scored = "" if w.get("scored") is None else f", {w['scored']} scored"
+    return (f"{study}: pid {w['pid']} on {w['host']}, last heartbeat {w['beat']:.0f} s ago, "
+            f"{w['doing']}{scored}")

@@ -36,6 +36,7 @@ from scotsearch.study._identity import pairs_digest
 from scotsearch.study._identity import plain
 from scotsearch.study._lease import LEASE_ATTR
 from scotsearch.study._lease import BeamLease
+from scotsearch.study._live import study_workers
 from scotsearch.study._storage import DEFAULT_STORAGE
 from scotsearch.study._storage import STORAGE_ENV
 from scotsearch.study._storage import describe_storage
@@ -102,6 +103,7 @@ __all__ = [
     "resolve_storage",
     "storage_exists",
     "storage_url",
+    "study_workers",
     "sweep_stale_trials",
     "unit_state",
 ]

@@ -35,6 +35,7 @@ from optuna.storages.journal import JournalFileBackend
 from scotsearch.errors import ConfigError
 from scotsearch.errors import ScotsearchError
 from scotsearch.errors import first_line
+from scotsearch.study._live import study_workers
 from scotsearch.study._server_lock import schema_lock
 from scotsearch.study._trials import best_trial
 
@@ -460,7 +461,8 @@ def list_studies(storage: BaseStorage | str | None) -> list[dict[str, Any]]:
 
     Returns:
         Rows with ``study``, ``kind``, ``dataset``, ``split``, ``backbone``, ``trials``,
-        ``best`` (value of :func:`~scotsearch.study.best_trial`, or ``None``) and ``layers``.
+        ``best`` (value of :func:`~scotsearch.study.best_trial`, or ``None``), ``layers`` and
+        ``workers`` (its live workers, :func:`~scotsearch.study.study_workers`).
     """
     if isinstance(storage, BaseStorage):
         st = storage
@@ -473,7 +475,8 @@ def list_studies(storage: BaseStorage | str | None) -> list[dict[str, Any]]:
     rows = []
     for s in optuna.get_all_study_summaries(storage=st, include_best_trial=False):
         ident = s.user_attrs.get("identity") or {}
-        best = best_trial(optuna.load_study(study_name=s.study_name, storage=st))
+        study = optuna.load_study(study_name=s.study_name, storage=st)
+        best = best_trial(study)
         value = None if best is None else best.value
         rows.append(
             {
@@ -485,6 +488,7 @@ def list_studies(storage: BaseStorage | str | None) -> list[dict[str, Any]]:
                 "trials": s.n_trials,
                 "best": None if value is None else float(value),
                 "layers": "" if best is None else str(best.user_attrs.get("layers", "")),
+                "workers": study_workers(study),
             }
         )
     return rows
