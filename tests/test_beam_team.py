@@ -26,7 +26,7 @@ from scotsearch.study import unit_state
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: The team's search: 6 layers, chunks of 2 (so a depth has several units per worker).
+#: The team's search: 6 layers, at most 2 candidates per evaluator call.
 TEAM_KW = dict(beam=2, max_layers=3, layers=range(6), chunk=2)
 
 WORKER = textwrap.dedent(

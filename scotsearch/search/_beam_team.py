@@ -1,18 +1,24 @@
 """Scoring a depth of the stored beam search together with the other workers on its study.
 
 Every worker runs the same pure algorithm (:func:`scotsearch.search.beam.beam_search`) and
-so derives the same candidates from the same stored scores. A depth's candidates are cut,
-in generation order, into units of ``chunk``, the chunks a single process would score in one
-fresh run, so a team's scores equal a single process's bit for bit. A worker claims a free
-unit (:class:`~scotsearch.study.BeamTeam`), scores and stores its candidates, marks it done
-and claims the next; with none left free it waits for the units other workers hold, taking
-over any whose worker died, then reads their scores from the study. The depth is then
-complete for every worker, and each ranks it and grows the next one itself.
+so derives the same candidates from the same stored scores. The unit of work is one
+candidate: a worker claims a batch of free candidates in generation order
+(:class:`~scotsearch.study.BeamTeam`), at most ``chunk`` and at most its share of the free
+ones (free / live workers, so that the last batches of a depth are spread over the team
+instead of left to one worker), scores the batch in one evaluator call, stores the
+candidates, marks them done and claims the next batch. With none left free it waits for the
+candidates other workers hold, taking over any whose worker died, then reads their scores
+from the study. The depth is then complete for every worker, and each ranks it and grows the
+next one itself.
+
+A candidate's score does not depend on which other candidates share its evaluator call
+(checked bit for bit in the tests on both CPU engines), so the team's scores equal a single
+process's. On a GPU with ``--engine auto`` the engine is chosen by the call's size, and two
+engines agree to 1e-3 px, not to the bit; fix ``--engine`` where bits matter.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -37,15 +43,13 @@ log = logging.getLogger(__name__)
 POLL_S = 0.5
 
 
-def unit_key(depth: int, index: int, members: list[str]) -> str:
-    """A unit's claim key: depth, position and a digest of its candidates, so that workers
-    that derived different candidates (they never should) cannot mistake one for another.
+def unit_key(depth: int, key: str) -> str:
+    """A candidate's claim key: its depth and layer ids.
 
-    >>> unit_key(1, 0, ["0,1", "0,2"])
-    'd1u0-82a2b35cb2'
+    >>> unit_key(1, "0,2")
+    'd1:0,2'
     """
-    digest = hashlib.sha256(";".join(members).encode()).hexdigest()[:10]
-    return f"d{depth}u{index}-{digest}"
+    return f"d{depth}:{key}"
 
 
 def stored_results(study: optuna.Study, keys: set[str]) -> dict[str, float]:
@@ -119,33 +123,32 @@ class TeamScorer:
 
     def __call__(self, todo: list[Subset]) -> list[float]:
         """The scores of ``todo`` (this depth's candidates without a stored score)."""
-        want = set(todo)
-        units: dict[str, list[Subset]] = {}
-        for k, start in enumerate(range(0, len(self._subsets), self.chunk)):
-            part = self._subsets[start:start + self.chunk]
-            members = [s for s in part if s in want]
-            if members:
-                units[unit_key(self._depth, k, [self._key(s) for s in part])] = members
+        left = list(todo)
         mine: dict[Subset, float] = {}
-        while units:
+        while left:
             attrs = self.team.attrs()
-            claimed = False
-            for key in list(units):
-                state = self.team.state(key, attrs)
+            free, busy = [], []
+            for s in left:
+                state = self.team.state(self._unit(s), attrs)
                 if state == "done":
-                    self.progress.scored(len(units.pop(key)))
-                    continue
-                if state == "taken":
-                    continue
-                taken_over = CLAIM_PREFIX + key in attrs
-                if not self.team.claim(key, attrs):
-                    attrs = self.team.attrs()  # another worker won it: look again
-                    continue
-                mine.update(self._score_unit(key, units.pop(key), taken_over))
-                claimed = True
-                break  # look at the others' progress again before the next claim
-            if units and not claimed:
-                time.sleep(POLL_S)
+                    self.progress.scored(1)
+                elif state == "taken":
+                    busy.append(s)
+                else:  # free, or mine from a call that failed
+                    free.append(s)
+            left = free + busy
+            if not free:
+                if left:
+                    time.sleep(POLL_S)
+                continue
+            n_live = max(1, len(self.team.live(attrs)))
+            batch = free[:min(self.chunk, math.ceil(len(free) / n_live))]
+            taken_over = any(CLAIM_PREFIX + self._unit(s) in attrs for s in batch)
+            won = set(self.team.claim([self._unit(s) for s in batch], attrs))
+            batch = [s for s in batch if self._unit(s) in won]
+            if batch:
+                mine.update(self._score(batch, taken_over))
+                left = [s for s in left if s not in mine]
         rest = {self._key(s) for s in todo if s not in mine}
         theirs = stored_results(self.study, rest) if rest else {}
         out = []
@@ -155,31 +158,33 @@ class TeamScorer:
                 continue
             value = theirs.get(self._key(s))
             if value is None:
-                # A unit marked done holds every one of its candidates as a trial; a
-                # missing one is a storage that lost a write: rank it last, say so.
+                # A candidate marked done is stored as a trial; a missing one is a storage
+                # that lost a write: rank it last, say so.
                 log.warning("candidate [%s] is marked scored but has no stored trial; it "
                             "ranks last in this run", self._key(s))
                 value = math.nan
             out.append(value)
         return out
 
-    def _score_unit(self, key: str, members: list[Subset], taken_over: bool) -> dict[Subset,
-                                                                                     float]:
+    def _unit(self, s: Subset) -> str:
+        return unit_key(self._depth, self._key(s))
+
+    def _score(self, batch: list[Subset], taken_over: bool) -> dict[Subset, float]:
         if taken_over:
-            # A unit claimed before (by a worker that died, or in an earlier run) may hold
-            # candidates that were stored before the claim lapsed: score only the others.
-            have = stored_results(self.study, {self._key(s) for s in members})
-            done = {s: have[self._key(s)] for s in members
+            # Candidates claimed before (by a worker that died, or in an earlier run) may
+            # have been stored before the claim lapsed: score only the others.
+            have = stored_results(self.study, {self._key(s) for s in batch})
+            done = {s: have[self._key(s)] for s in batch
                     if self._key(s) in have and not math.isnan(have[self._key(s)])}
         else:
             done = {}
-        todo = [s for s in members if s not in done]
-        self.team.unit = key
+        todo = [s for s in batch if s not in done]
+        self.team.unit = f"depth {self._depth + 1}: {len(batch)} candidates"
         values = self.scorer(todo) if todo else []
         for s, v in zip(todo, values):
             self.store(Candidate(layers=s, score=v, depth=self._depth, parent=self._parents[s]))
         self.n_scored_here += len(todo)
-        self.team.finish(key, len(todo))
+        self.team.finish([self._unit(s) for s in batch])
         self.team.unit = ""
         self.progress.scored(len(done))
         return {**done, **dict(zip(todo, values))}

@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 
 from optuna.storages import BaseStorage
@@ -200,21 +201,28 @@ class BeamTeam:
         return unit_state(attrs.get(CLAIM_PREFIX + unit), epoch=self.epoch,
                           live=self.live(attrs), me=self.token)
 
-    def claim(self, unit: str, attrs: Mapping[str, Any]) -> bool:
-        """Try to claim ``unit`` (free in ``attrs``, a fresh read); True when it is ours."""
-        key = CLAIM_PREFIX + unit
-        others = set(self.live(attrs)) - {self.token}
-        self._storage.set_study_system_attr(
-            self._study_id, key, {"token": self.token, "epoch": self.epoch, "at": time.time()})
-        if not others or self._alone:
-            return True
-        time.sleep(SETTLE_S)
-        now = self._storage.get_study_system_attrs(self._study_id).get(key)
-        return isinstance(now, dict) and now.get("token") == self.token
+    def claim(self, units: Sequence[str], attrs: Mapping[str, Any]) -> list[str]:
+        """Try to claim ``units`` (free in ``attrs``, a fresh read); returns those now ours.
 
-    def finish(self, unit: str, n_scored: int) -> None:
-        """Mark ``unit`` done (its candidates are stored)."""
-        self.scored += n_scored
-        self._storage.set_study_system_attr(
-            self._study_id, CLAIM_PREFIX + unit,
-            {"token": self.token, "epoch": self.epoch, "at": time.time(), "done": True})
+        One wait for all of them: the claims are written, then read back together.
+        """
+        others = set(self.live(attrs)) - {self.token}
+        for unit in units:
+            self._storage.set_study_system_attr(
+                self._study_id, CLAIM_PREFIX + unit,
+                {"token": self.token, "epoch": self.epoch, "at": time.time()})
+        if not others or self._alone:
+            return list(units)
+        time.sleep(SETTLE_S)
+        now = self._storage.get_study_system_attrs(self._study_id)
+        return [u for u in units
+                if isinstance(now.get(CLAIM_PREFIX + u), dict)
+                and now[CLAIM_PREFIX + u].get("token") == self.token]
+
+    def finish(self, units: Sequence[str]) -> None:
+        """Mark ``units`` done (their candidates are stored)."""
+        self.scored += len(units)
+        for unit in units:
+            self._storage.set_study_system_attr(
+                self._study_id, CLAIM_PREFIX + unit,
+                {"token": self.token, "epoch": self.epoch, "at": time.time(), "done": True})
