@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("demo", "spair", "pfpascal", "pfwillow")
+DATASETS = ("demo", "spair", "pfpascal", "pfwillow", "caltech")
 
 
 def add_data_args(p: argparse.ArgumentParser, *, split: str | None) -> None:
