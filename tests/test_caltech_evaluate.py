@@ -160,6 +160,19 @@ def test_evaluate_stops_at_a_missing_image(
     assert rc == 2 and len(err) == 1 and f"image not found: {image}" in err[0]
 
 
+@pytest.mark.parametrize("command", ["beam", "tune"])
+def test_searches_refuse_caltech_in_one_line(
+    command: str, caltech_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = ["--study", "s", "--trials", "1"] if command == "tune" else []
+    rc = cli.main([command, *study, "--dataset", "caltech", "--datapath", str(caltech_root),
+                   "--storage", f"sqlite:///{tmp_path / 'studies.db'}", *FAST])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert f"{command} does not search on --dataset caltech" in err[0]
+    assert not (tmp_path / "studies.db").exists()
+
+
 def test_scores_of_keypoint_benchmarks_carry_no_masks() -> None:
     s = Scores(subsets=[(0,)], alphas=(0.1,), pair_index=[0], n_correct=np.ones((1, 1, 1)),
                n_kps=np.ones(1))
