@@ -36,6 +36,8 @@ plain point-in-polygon loop.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -63,17 +65,21 @@ def polygon_mask(polygon: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     mask = np.zeros((h, w), dtype=bool)
     if len(poly) < 3 or h <= 0 or w <= 0:
         return mask
-    ys = np.arange(h, dtype=np.float64)[:, None]  # [H x 1]
     xs = np.arange(w, dtype=np.float64)[None, :]  # [1 x W]
     # Even-odd rule: toggle every pixel whose rightward ray crosses edge (a -> b). An edge
-    # counts for y in [min, max) of its end points, so a ray through a shared vertex
-    # crosses exactly one of its two edges, and horizontal edges never count.
+    # counts for the rows y in [min, max) of its end points, so a ray through a shared
+    # vertex crosses exactly one of its two edges, and horizontal edges never count. Only
+    # those rows are touched: an outline of many short edges costs little.
     for (xa, ya), (xb, yb) in zip(poly, np.roll(poly, -1, axis=0)):
         if ya == yb:
             continue
-        spans = ((ya <= ys) & (ys < yb)) | ((yb <= ys) & (ys < ya))  # [H x 1]
-        x_cross = (xb - xa) * (ys - ya) / (yb - ya) + xa  # [H x 1]
-        mask ^= spans & (xs < x_cross)
+        r0 = min(max(math.ceil(min(ya, yb)), 0), h)
+        r1 = min(max(math.ceil(max(ya, yb)), 0), h)
+        if r0 >= r1:
+            continue
+        ys = np.arange(r0, r1, dtype=np.float64)[:, None]  # the edge's rows
+        x_cross = (xb - xa) * (ys - ya) / (yb - ya) + xa  # [rows x 1]
+        mask[r0:r1] ^= xs < x_cross
     return mask
 
 
