@@ -196,10 +196,11 @@ class Evaluator:
         trg = self.source.get(pair.trg_path, layer_ids, need_cam=need_cam)
         src_wh = (src.orig_size[1], src.orig_size[0])
         trg_wh = (trg.orig_size[1], trg.orig_size[0])
+        thr = 0.0  # a mask benchmark has no PCK threshold
         if self.dataset.metric != "mask":
             # (Mask outlines may leave the image: rasterisation drops outside pixels.)
             check_keypoints_inside(pair, src_wh, trg_wh)
-        thr = threshold_base(pair, self.thres, trg_wh) * trg.ratio
+            thr = threshold_base(pair, self.thres, trg_wh) * trg.ratio
         dt = torch.float32
         return _PreparedPair(
             src=src,

@@ -160,6 +160,16 @@ def test_evaluate_stops_at_a_missing_image(
     assert rc == 2 and len(err) == 1 and f"image not found: {image}" in err[0]
 
 
+@pytest.mark.parametrize("flag", [("--thres", "bbox"), ("--alpha", "0.05")])
+def test_pck_flags_are_refused_on_caltech(
+    flag: tuple[str, str], caltech_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = cli.main(["evaluate", "--dataset", "caltech", "--datapath", str(caltech_root), *flag,
+                   *FAST, "--no-cache"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "caltech is scored by masks" in err[0]
+
+
 @pytest.mark.parametrize("command", ["beam", "tune"])
 def test_searches_refuse_caltech_in_one_line(
     command: str, caltech_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

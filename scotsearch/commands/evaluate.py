@@ -96,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = _apply_config(args) if args.config is not None else None
     if args.split is None:
         args.split = "test"
+    if args.dataset in common.MASK_DATASETS and (args.thres != "auto" or args.alpha != "0.1"):
+        raise ConfigError(f"--thres and --alpha set PCK; {args.dataset} is scored by masks "
+                          "(LT-ACC and IoU), which have neither")
     alphas = common.alphas_from_args(args)
     device = common.resolve_device(args.device)
     profile = common.profile_from_args(args)
