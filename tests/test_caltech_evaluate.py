@@ -69,22 +69,23 @@ def test_masks_are_scored_from_the_transferred_outline(compat: str | None, sim: 
     assert summary["per_category"]["b"]["iou"] == pytest.approx(0.8)
 
 
-class _HalvedSource(SyntheticSource):
-    """The synthetic images, as if decoded at twice the size and resized by 0.5."""
+class _HalvedTargets(SyntheticSource):
+    """The synthetic images; targets as if decoded at twice the size and resized by 0.5."""
 
     def get(self, path: Path, layer_ids: tuple[int, ...], *, need_cam: bool) -> ImageFeatures:
         f = super().get(path, layer_ids, need_cam=need_cam)
+        if not Path(path).name.startswith("trg"):
+            return f
         h, w = f.image_size
         return dataclasses.replace(f, ratio=0.5, orig_size=(2 * h, 2 * w))
 
 
 def test_outlines_are_scored_in_resized_target_pixels() -> None:
-    # Annotations in original pixels (twice the network input): both outlines are scaled
-    # by the ratio and rasterised at the resized size, so the numbers are those above.
+    # Target outlines in original target pixels (twice the network input): scaled by the
+    # target's ratio and rasterised at the resized size, the numbers are those above.
     ds = _masks_dataset()
-    pairs = tuple(dataclasses.replace(p, src_kps=2 * p.src_kps, trg_kps=2 * p.trg_kps)
-                  for p in ds.pairs)
-    source = _HalvedSource("resnet50", informative=(1, 3), image_hw=(32, 48))
+    pairs = tuple(dataclasses.replace(p, trg_kps=2 * p.trg_kps) for p in ds.pairs)
+    source = _HalvedTargets("resnet50", informative=(1, 3), image_hw=(32, 48))
     match = resolve_match(None, "caltech", "evaluate", cam="none")
     ev = Evaluator(dataclasses.replace(ds, pairs=pairs), source, match=match,
                    profile=resolve_profile(None), engine="eager")
