@@ -122,6 +122,42 @@ def pair_details(
     }
 
 
+def mask_pair_details(
+    pair: Pair,
+    pred_resized: np.ndarray,
+    src: ImageGeometry,
+    trg: ImageGeometry,
+    *,
+    lt_acc: float,
+    iou: float,
+) -> dict[str, Any]:
+    """What ``evaluate --output`` records for one pair of a mask dataset (Caltech-101).
+
+    Args:
+        pair: the pair; ``src_kps`` / ``trg_kps`` are the source / target outlines.
+        pred_resized: ``[V x 2]`` transferred source outline in resized target pixels.
+        src, trg: the images' geometry as the evaluator used it.
+        lt_acc, iou: the pair's scores (:mod:`scotsearch.masks`).
+
+    Returns:
+        A JSON-ready dict; an outline vertex that could not be transferred is ``null``.
+    """
+    pred = np.asarray(pred_resized, dtype=np.float64)
+    return {
+        "pair_id": pair.pair_id,
+        "category": pair.category,
+        "src_image": str(pair.src_path),
+        "trg_image": str(pair.trg_path),
+        "lt_acc": float(lt_acc),
+        "iou": float(iou),
+        "src_polygon": _points(pair.src_kps, None),  # the annotation, as read
+        "trg_polygon": _points(pair.trg_kps, None),
+        "pred_polygon": _points(pred / trg.ratio),
+        "pred_polygon_resized": _points(pred),
+        "ratio": {"src": src.ratio, "trg": trg.ratio},
+    }
+
+
 def unique_matches(points: np.ndarray, tol: float = UNIQUE_TOL) -> int:
     """Distinct points among ``[K x 2]`` (closer than ``tol`` in both coordinates = same).
 

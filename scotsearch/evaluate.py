@@ -7,6 +7,7 @@ transport, Hough and transfer steps run per subset, batched over candidates.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from scotsearch.features import ImageFeatures
 from scotsearch.geometry import Grid
 from scotsearch.geometry import make_grid
 from scotsearch.layers import layer_specs
+from scotsearch.masks import transferred_mask_scores
 from scotsearch.matching import layer_terms
 from scotsearch.matching import marginal
 from scotsearch.matching import match_scores
@@ -79,8 +81,11 @@ class Scores:
         subsets: the scored layer subsets (sorted tuples), in call order.
         alphas: PCK alphas.
         pair_index: indices into the dataset's pairs.
-        n_correct: ``[S x A x P]`` correct keypoints per subset, alpha and pair.
-        n_kps: ``[P]`` keypoints per pair.
+        n_correct: ``[S x A x P]`` correct keypoints per subset, alpha and pair (zeros on
+            a mask dataset).
+        n_kps: ``[P]`` keypoints per pair (source polygon vertices on a mask dataset).
+        lt_acc, iou: ``[S x P]`` label-transfer accuracy and IoU per subset and pair on a
+            mask dataset (Caltech-101, :mod:`scotsearch.masks`); ``None`` elsewhere.
     """
 
     subsets: list[tuple[int, ...]]
@@ -88,6 +93,8 @@ class Scores:
     pair_index: list[int]
     n_correct: np.ndarray
     n_kps: np.ndarray
+    lt_acc: np.ndarray | None = None
+    iou: np.ndarray | None = None
 
     @property
     def pck(self) -> np.ndarray:
@@ -115,6 +122,9 @@ class _PreparedPair:
 
 class Evaluator:
     """Scores layer subsets by PCK on a dataset split, reading features from a source.
+
+    On a mask dataset (Caltech-101, ``dataset.metric == "mask"``) it scores them by the
+    LT-ACC and IoU of the transferred source outline instead (:mod:`scotsearch.masks`).
 
     Args:
         dataset: the split to score.
@@ -164,6 +174,10 @@ class Evaluator:
         self.dataset = dataset
         self.source = source
         self.match = match
+        if dataset.metric == "mask" and profile.prune_margin:
+            # HPF prunes margin hyperpixels on every benchmark but Caltech-101 (§2; its
+            # hpflow.py: pruning "causes error on Caltech benchmark"), so neither do we.
+            profile = dataclasses.replace(profile, prune_margin=False)
         self.profile = profile
         self.alphas = tuple(float(a) for a in alphas)
         self.thres = dataset.default_thres if thres == "auto" else thres
@@ -182,8 +196,11 @@ class Evaluator:
         trg = self.source.get(pair.trg_path, layer_ids, need_cam=need_cam)
         src_wh = (src.orig_size[1], src.orig_size[0])
         trg_wh = (trg.orig_size[1], trg.orig_size[0])
-        check_keypoints_inside(pair, src_wh, trg_wh)
-        thr = threshold_base(pair, self.thres, trg_wh) * trg.ratio
+        thr = 0.0  # a mask benchmark has no PCK threshold
+        if self.dataset.metric != "mask":
+            # (Mask outlines may leave the image: rasterisation drops outside pixels.)
+            check_keypoints_inside(pair, src_wh, trg_wh)
+            thr = threshold_base(pair, self.thres, trg_wh) * trg.ratio
         dt = torch.float32
         return _PreparedPair(
             src=src,
@@ -270,6 +287,9 @@ class Evaluator:
             predictions[:] = [[None] * len(idx) for _ in subs]
         n_correct = np.zeros((len(subs), len(self.alphas), len(idx)), dtype=np.int64)
         n_kps = np.zeros(len(idx), dtype=np.int64)
+        masks = self.dataset.metric == "mask"
+        lt_acc = np.zeros((len(subs), len(idx))) if masks else None
+        iou = np.zeros((len(subs), len(idx))) if masks else None
         with torch.no_grad():
             for p_pos, prep in enumerate(self._prefetched(idx, needed, need_cam)):
                 n_kps[p_pos] = prep.src_kps.shape[0]
@@ -282,6 +302,12 @@ class Evaluator:
                     if predictions is not None:
                         for k, pk in zip(members, pred.cpu().numpy()):
                             predictions[k][p_pos] = pk
+                    if lt_acc is not None and iou is not None:
+                        # The transferred outline against the target's (scotsearch.masks).
+                        lt_acc[members, p_pos], iou[members, p_pos] = transferred_mask_scores(
+                            pred.cpu().numpy(), prep.trg_kps.cpu().numpy(),
+                            prep.trg.image_size)
+                        continue
                     correct = torch.stack(  # [S_g x A x K]
                         [correct_keypoints(pred, prep.trg_kps, prep.thr, a) for a in self.alphas],
                         dim=1,
@@ -290,7 +316,8 @@ class Evaluator:
                 if progress is not None:
                     progress(1)
         return Scores(
-            subsets=subs, alphas=self.alphas, pair_index=idx, n_correct=n_correct, n_kps=n_kps
+            subsets=subs, alphas=self.alphas, pair_index=idx, n_correct=n_correct, n_kps=n_kps,
+            lt_acc=lt_acc, iou=iou,
         )
 
     def predict(

@@ -120,6 +120,7 @@ PUBLISHED_LAYERS: dict[tuple[str, str], tuple[int, ...]] = {
     ("pfwillow", "resnet101"): (2, 22, 24, 25, 27, 28, 29),
     ("pfpascal", "resnet50"): (2, 7, 11, 12, 13),  # HPF's PF-PASCAL set (SCOT publishes none)
     ("pfwillow", "resnet50"): (2, 7, 11, 12, 13),
+    ("caltech", "resnet50"): (2, 7, 11, 12, 13),  # HPF's Caltech-101 set (its README)
 }
 
 

@@ -69,3 +69,40 @@ def format_summary(summary: dict[str, Any]) -> str:
         for level, vals in levels.items():
             lines.append(row(f"{factor.replace('_variation', '')}: {level}", vals))
     return "\n".join(lines)
+
+
+def summarize_masks(scores: Scores, dataset: Dataset, subset: int = 0) -> dict[str, Any]:
+    """LT-ACC and IoU (fractions in [0, 1]) of one scored subset on a mask dataset.
+
+    Returns a dict with ``metric`` (``mask``), ``n_pairs``, ``lt_acc`` and ``iou`` (means
+    over pairs, HPF's two reported numbers) and ``per_category`` {category: {``lt_acc``,
+    ``iou``}} (our addition: HPF prints only the means).
+    """
+    if scores.lt_acc is None or scores.iou is None:
+        raise ValueError("these scores carry no mask metrics (not a mask dataset)")
+    lt, iou = scores.lt_acc[subset], scores.iou[subset]  # [P]
+    cats = np.array([dataset.pairs[i].category for i in scores.pair_index])
+    return {
+        "metric": "mask",
+        "n_pairs": len(cats),
+        "lt_acc": float(np.mean(lt)),
+        "iou": float(np.mean(iou)),
+        "per_category": {
+            c: {"lt_acc": float(np.mean(lt[cats == c])), "iou": float(np.mean(iou[cats == c]))}
+            for c in sorted(set(cats.tolist()))
+        },
+    }
+
+
+def format_mask_summary(summary: dict[str, Any]) -> str:
+    """A plain-text table of :func:`summarize_masks` for the terminal."""
+    lines = [f"{'':<24}{'LT-ACC':>9}{'IoU':>9}", "-" * 42]
+
+    def row(name: str, vals: dict[str, float]) -> str:
+        return f"{name:<24}{vals['lt_acc']:>9.3f}{vals['iou']:>9.3f}"
+
+    lines.append(row(f"all ({summary['n_pairs']} pairs)", summary))
+    lines.append("")
+    for cat, vals in summary["per_category"].items():
+        lines.append(row(cat, vals))
+    return "\n".join(lines)

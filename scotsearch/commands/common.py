@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("demo", "spair", "pfpascal", "pfwillow")
+DATASETS = ("demo", "spair", "pfpascal", "pfwillow", "caltech")
 
 
 def add_data_args(p: argparse.ArgumentParser, *, split: str | None) -> None:
@@ -214,6 +214,21 @@ def _check_sizes(args: argparse.Namespace) -> None:
         raise ConfigError(f"--ncells must be positive, got {ncells}")
     side = profile_from_args(args).image_side
     check_fits(side, ncells or 8192, resolve_device(getattr(args, "device", "auto")))
+
+
+#: Benchmarks scored by masks, not PCK (:mod:`scotsearch.masks`): evaluate only.
+MASK_DATASETS = ("caltech",)
+
+
+def refuse_mask_dataset(args: argparse.Namespace, command: str) -> None:
+    """``beam`` and ``tune`` optimise PCK on a validation split; Caltech-101 has neither
+    keypoints nor a validation split (HPF evaluated it with its PF-PASCAL layers), so a
+    search there would fit the test pairs. Refused in one line, before anything is read."""
+    if getattr(args, "dataset", None) in MASK_DATASETS:
+        raise ConfigError(
+            f"{command} does not search on --dataset {args.dataset}: it has only a test split "
+            "and no keypoints (HPF reused its PF-PASCAL layers); search on another benchmark "
+            f"and score the layers with 'scotsearch evaluate --dataset {args.dataset}'")
 
 
 def open_dataset(args: argparse.Namespace) -> Dataset:

@@ -19,6 +19,7 @@ from scotsearch._version import __version__
 from scotsearch.commands import common
 from scotsearch.config import RunConfig
 from scotsearch.details import RecordingSource
+from scotsearch.details import mask_pair_details
 from scotsearch.details import pair_details
 from scotsearch.details import split_statistics
 from scotsearch.errors import ConfigError
@@ -27,12 +28,15 @@ from scotsearch.layers import format_layers
 from scotsearch.layers import layer_names
 from scotsearch.layers import parse_layers
 from scotsearch.presets import published_layers
+from scotsearch.report import format_mask_summary
 from scotsearch.report import format_summary
 from scotsearch.report import summarize
+from scotsearch.report import summarize_masks
 from scotsearch.study import environment
 
 
-HELP = "PCK of a layer subset and matching setting on a dataset split"
+HELP = ("PCK of a layer subset and matching setting on a dataset split (Caltech-101: "
+        "label-transfer accuracy and IoU of the transferred object masks)")
 log = logging.getLogger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -92,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = _apply_config(args) if args.config is not None else None
     if args.split is None:
         args.split = "test"
+    if args.dataset in common.MASK_DATASETS and (args.thres != "auto" or args.alpha != "0.1"):
+        raise ConfigError(f"--thres and --alpha set PCK; {args.dataset} is scored by masks "
+                          "(LT-ACC and IoU), which have neither")
     alphas = common.alphas_from_args(args)
     device = common.resolve_device(args.device)
     profile = common.profile_from_args(args)
@@ -118,21 +125,33 @@ def run(args: argparse.Namespace) -> int:
         preds: list[list[np.ndarray | None]] = []
         scores = evaluator.score([layers], progress=bar.update, predictions=preds)
     elapsed = time.perf_counter() - t0
-    summary = summarize(scores, dataset)
+    # Caltech-101 is scored by masks (LT-ACC, IoU), not PCK: no threshold, no alphas.
+    masks = dataset.metric == "mask"
+    summary = summarize_masks(scores, dataset) if masks else summarize(scores, dataset)
+    thres_note = "" if masks else f"  thres {evaluator.thres}"
     print(f"{dataset.name}/{dataset.split}  {args.backbone}  layers {format_layers(layers)}  "
-          f"{match.variant}  thres {evaluator.thres}  ({elapsed:.1f} s)")
+          f"{match.variant}{thres_note}  ({elapsed:.1f} s)")
     names = layer_names(args.backbone, layers)
     print(f"layer modules: {names.replace(';', ', ')}")
-    print(format_summary(summary))
+    print(format_mask_summary(summary) if masks else format_summary(summary))
     if args.output is not None:
         geo = source.geometry
-        details = [
-            pair_details(p, pred, geo[str(p.src_path)], geo[str(p.trg_path)],
-                         thres=evaluator.thres, alphas=evaluator.alphas)
-            for p, pred in zip((dataset.pairs[i] for i in scores.pair_index), preds[0])
-            if pred is not None
-        ]
-        payload = {
+        scored = [dataset.pairs[i] for i in scores.pair_index]
+        if masks:
+            assert scores.lt_acc is not None and scores.iou is not None
+            details = [
+                mask_pair_details(p, pred, geo[str(p.src_path)], geo[str(p.trg_path)],
+                                  lt_acc=scores.lt_acc[0, k], iou=scores.iou[0, k])
+                for k, (p, pred) in enumerate(zip(scored, preds[0])) if pred is not None
+            ]
+        else:
+            details = [
+                pair_details(p, pred, geo[str(p.src_path)], geo[str(p.trg_path)],
+                             thres=evaluator.thres, alphas=evaluator.alphas)
+                for p, pred in zip(scored, preds[0])
+                if pred is not None
+            ]
+        payload: dict[str, Any] = {
             "kind": "scotsearch-evaluation",
             "scotsearch_version": __version__,
             "produced_by": {**desc, "device": str(device)},
@@ -146,13 +165,17 @@ def run(args: argparse.Namespace) -> int:
             "precision": evaluator.precision,
             "engine": evaluator.engine_used or evaluator.engine,
             "environment": environment(),
-            "thres": evaluator.thres,
-            "alphas": list(evaluator.alphas),
-            "summary": summary,
-            "statistics": split_statistics(details, evaluator.alphas, evaluator.thres),
-            "seconds": elapsed,
-            "pairs": details,
         }
+        if masks:
+            # Its own kind: 'scotsearch report', which draws keypoints, refuses it.
+            payload["kind"] = "scotsearch-mask-evaluation"
+            payload.update(summary=summary, seconds=elapsed, pairs=details)
+        else:
+            payload.update(
+                thres=evaluator.thres, alphas=list(evaluator.alphas), summary=summary,
+                statistics=split_statistics(details, evaluator.alphas, evaluator.thres),
+                seconds=elapsed, pairs=details,
+            )
         _write_json_atomic(args.output, payload)
         print(f"wrote {args.output}")
     return 0

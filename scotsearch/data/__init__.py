@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from scotsearch.data.caltech import read_caltech
 from scotsearch.data.images import image_size
 from scotsearch.data.images import load_image
 from scotsearch.data.pairs import THRESHOLD_KINDS
@@ -30,6 +31,7 @@ _READERS: dict[str, tuple[Callable[[Path, str], Dataset], str]] = {
     "spair": (read_spair, "SPair-71k"),
     "pfpascal": (read_pfpascal, "PF-PASCAL"),
     "pfwillow": (read_pfwillow, "PF-WILLOW"),
+    "caltech": (read_caltech, "Caltech-101"),
 }
 
 #: Every name :func:`load_dataset` accepts.
@@ -43,7 +45,7 @@ def load_dataset(name: str, root: Path | None, split: str) -> Dataset:
     """Read a benchmark split by name.
 
     Args:
-        name: ``spair``, ``pfpascal``, ``pfwillow`` or ``demo``.
+        name: ``spair``, ``pfpascal``, ``pfwillow``, ``caltech`` or ``demo``.
         root: the dataset folder (e.g. ``.../SPair-71k``) or its parent holding the
             conventionally named folder. For ``demo``, where to generate the data
             (default ``cache/demo-data``). Real datasets are never downloaded.
@@ -89,6 +91,7 @@ __all__ = [
     "image_size",
     "load_dataset",
     "load_image",
+    "read_caltech",
     "read_pfpascal",
     "read_pfwillow",
     "read_spair",

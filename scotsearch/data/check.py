@@ -23,6 +23,7 @@ SPLITS = {
     "spair": ("trn", "val", "test"),
     "pfpascal": ("trn", "val", "test"),
     "pfwillow": ("test",),
+    "caltech": ("test",),
     "demo": ("val", "test"),
 }
 
@@ -39,6 +40,10 @@ SOURCES = {
                 "(www.di.ens.fr/willow/research/proposalflow), test_pairs.csv with HPF's "
                 "Datasets_HPF PF-WILLOW archive (Google Drive id "
                 "1tDP0y8RO5s45L-vqnortRaieiWENQco_)",
+    "caltech": "HPF's Datasets_HPF Caltech-101 archive (Google Drive id "
+               "1IV0E5sJ6xSdDyIvVSTdZjPHELMwGzsMn): 101_ObjectCategories/ with "
+               "test_pairs_caltech_with_category.csv; the images alone are Caltech's "
+               "101_ObjectCategories (data.caltech.edu, doi 10.22002/D1.20086)",
     "demo": "written by scotsearch itself on first use (delete the folder to rebuild it)",
 }
 

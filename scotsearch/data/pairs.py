@@ -148,6 +148,9 @@ class Dataset:
         default_thres: PCK threshold basis by the dataset's convention.
         subset: how the pairs were drawn from the split, empty for the whole split (e.g.
             ``per-category 5, seed 0``; :func:`scotsearch.data.subsets.per_category`).
+        metric: ``pck`` (keypoint benchmarks) or ``mask`` (Caltech-101: each pair's
+            ``src_kps`` and ``trg_kps`` are the two object polygons, of different lengths,
+            scored by LT-ACC and IoU; :mod:`scotsearch.masks`).
     """
 
     name: str
@@ -156,6 +159,7 @@ class Dataset:
     pairs: tuple[Pair, ...]
     default_thres: str
     subset: str = ""
+    metric: str = "pck"
 
     @property
     def default_exp2(self) -> float:

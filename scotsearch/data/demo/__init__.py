@@ -101,10 +101,16 @@ thin-plate spline, views as maps), ``_photos`` (photos, boxes, keypoints), ``_re
 (resampling and photometric jitter), ``_views`` (the warps of each pair, keypoints and
 boxes in a view), ``_spair_files`` (the SPair-format files and the manifest) and
 ``_install`` (reuse, locking and the atomic rename; :func:`ensure_demo`).
+
+The package also writes a tiny Caltech-101-layout copy from three of the same photos, with
+hand-drawn object outlines, for trying and testing ``--dataset caltech``:
+:func:`write_caltech_fixture` (``_caltech_files``, which needs only ``_photos``).
 """
 
 from __future__ import annotations
 
+from scotsearch.data.demo._caltech_files import CALTECH_FIXTURE_CATEGORIES
+from scotsearch.data.demo._caltech_files import write_caltech_fixture
 from scotsearch.data.demo._install import demo_path
 from scotsearch.data.demo._install import ensure_demo
 from scotsearch.data.demo._photos import DEMO_CATEGORIES
@@ -115,6 +121,7 @@ from scotsearch.data.demo._spair_files import PAIRS_PER_CATEGORY
 
 
 __all__ = [
+    "CALTECH_FIXTURE_CATEGORIES",
     "DEMO_CATEGORIES",
     "DEMO_SPLITS",
     "DEMO_VERSION",
@@ -122,4 +129,5 @@ __all__ = [
     "PAIRS_PER_CATEGORY",
     "demo_path",
     "ensure_demo",
+    "write_caltech_fixture",
 ]
