@@ -21,6 +21,7 @@ from scotsearch.data.pairs import threshold_base
 from scotsearch.data.pfpascal import read_pfpascal
 from scotsearch.data.pfwillow import read_pfwillow
 from scotsearch.data.spair import read_spair
+from scotsearch.data.tss import read_tss
 from scotsearch.errors import ConfigError
 
 
@@ -30,6 +31,7 @@ _READERS: dict[str, tuple[Callable[[Path, str], Dataset], str]] = {
     "spair": (read_spair, "SPair-71k"),
     "pfpascal": (read_pfpascal, "PF-PASCAL"),
     "pfwillow": (read_pfwillow, "PF-WILLOW"),
+    "tss": (read_tss, "TSS"),
 }
 
 #: Every name :func:`load_dataset` accepts.
@@ -43,7 +45,7 @@ def load_dataset(name: str, root: Path | None, split: str) -> Dataset:
     """Read a benchmark split by name.
 
     Args:
-        name: ``spair``, ``pfpascal``, ``pfwillow`` or ``demo``.
+        name: ``spair``, ``pfpascal``, ``pfwillow``, ``tss`` or ``demo``.
         root: the dataset folder (e.g. ``.../SPair-71k``) or its parent holding the
             conventionally named folder. For ``demo``, where to generate the data
             (default ``cache/demo-data``). Real datasets are never downloaded.
@@ -92,5 +94,6 @@ __all__ = [
     "read_pfpascal",
     "read_pfwillow",
     "read_spair",
+    "read_tss",
     "threshold_base",
 ]

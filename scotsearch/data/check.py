@@ -23,6 +23,7 @@ SPLITS = {
     "spair": ("trn", "val", "test"),
     "pfpascal": ("trn", "val", "test"),
     "pfwillow": ("test",),
+    "tss": ("test",),
     "demo": ("val", "test"),
 }
 
@@ -39,6 +40,9 @@ SOURCES = {
                 "(www.di.ens.fr/willow/research/proposalflow), test_pairs.csv with HPF's "
                 "Datasets_HPF PF-WILLOW archive (Google Drive id "
                 "1tDP0y8RO5s45L-vqnortRaieiWENQco_)",
+    "tss": "the TSS dataset (TSS_CVPR2016) downloaded by hand from its project page "
+           "(taniai.space/projects/cvpr16_dccs), with SCOT's test_pairs_tss.csv in the TSS "
+           "folder; nothing is downloaded automatically",
     "demo": "written by scotsearch itself on first use (delete the folder to rebuild it)",
 }
 

@@ -42,6 +42,11 @@ class Pair:
         thres_kind: the dataset's default PCK threshold basis (one of THRESHOLD_KINDS).
         variation: SPair-71k difficulty flags (factor name -> level index); empty elsewhere.
         src_size, trg_size: ``(W, H)`` from the annotation when it has one, else ``None``.
+        flow_path: dense benchmarks (TSS): the ground-truth flow file, defined on the
+            target's pixels and pointing into the source; keypoint benchmarks: ``None``
+            (and dense pairs have no keypoints, ``K = 0``).
+        trg_mask_path: dense benchmarks: the target's foreground mask, where flow is scored.
+        flip_src: dense benchmarks: the source image is mirrored left-right before matching.
     """
 
     pair_id: str
@@ -56,6 +61,9 @@ class Pair:
     variation: dict[str, int] = field(default_factory=dict)
     src_size: tuple[int, int] | None = None
     trg_size: tuple[int, int] | None = None
+    flow_path: Path | None = None
+    trg_mask_path: Path | None = None
+    flip_src: bool = False
 
     @property
     def n_kps(self) -> int:
