@@ -214,3 +214,124 @@ def test_datasets_check_on_good_and_damaged_copies(tss: Path, capsys) -> None:
     csv_path.unlink()
     rc, out, err = _check(tss, capsys)
     assert rc == 2 and len(err) == 1 and str(csv_path) in err[0]
+
+
+# ----------------------------------------------------------------------------- flow PCK
+def test_flow_pck_counts_foreground_pixels_by_hand() -> None:
+    from scotsearch.flowpck import flow_correct
+
+    gt = np.zeros((2, 3, 2))
+    gt[..., 0] = 1.0  # every pixel moves 1 px right ...
+    gt[1, 2] = [1e10, 1e10]  # ... except one whose flow is unknown (Middlebury > 1e9)
+    mask = np.array([[True, True, True], [True, False, True]])
+    pred = gt.copy()
+    pred[0, 1] = [1 + 3, 4]  # error exactly 5: on the threshold, correct (<=)
+    pred[0, 2] = [1 + 5.01, 0]  # error 5.01: wrong at alpha 0.05
+    pred[1, 0] = [np.nan, np.nan]  # no receptive field covered it: wrong
+    pred[1, 1] = [50, 50]  # background: not scored however wrong
+    # scored: (0,0) (0,1) (0,2) (1,0); correct at 0.05 * 100 = 5 px: (0,0) (0,1)
+    assert flow_correct(pred, gt, mask, thr=100, alpha=0.05) == (2, 4)
+    # at 10 px (0,2) is correct too; the NaN never is
+    assert flow_correct(pred, gt, mask, thr=100, alpha=0.1) == (3, 4)
+    assert flow_correct(pred, gt, np.zeros((2, 3), bool), thr=100, alpha=0.1) == (0, 0)
+
+
+def test_group_means_average_pairs_then_groups() -> None:
+    from scotsearch.flowpck import group_means
+
+    table = group_means([0.5, 1.0, 0.2, float("nan"), 0.6],
+                        ["FG3DCar", "FG3DCar", "PASCAL", "PASCAL", "JODS"],
+                        ("FG3DCar", "JODS", "PASCAL"))
+    # FG3DCar (50 + 100) / 2, JODS 60, PASCAL 20 (its NaN pair is left out); the mean is
+    # of the three groups, not of the pairs (as Table 5's Avg.)
+    assert list(table) == ["FG3DCar", "JODS", "PASCAL", "mean"]
+    assert table["FG3DCar"] == pytest.approx(75.0) and table["JODS"] == pytest.approx(60.0)
+    assert table["PASCAL"] == pytest.approx(20.0)
+    assert table["mean"] == pytest.approx((75 + 60 + 20) / 3)
+
+
+# ------------------------------------------------------------------------- dense flow
+def _feats(world: torch.Tensor, di: int, dj: int, h: int, w: int, ratio: float):
+    from scotsearch.features import ImageFeatures
+
+    layer = world[:, di : di + h, dj : dj + w].clone()
+    size = (4 * h, 4 * w)  # stride-4 grid of layer 0
+    orig = (round(size[0] / ratio), round(size[1] / ratio))
+    return ImageFeatures(layers={0: layer}, image_size=size, ratio=ratio, orig_size=orig)
+
+
+@pytest.mark.parametrize("variant", ["cos-nn", "ot-rhm"])
+@pytest.mark.parametrize(("ratio_a", "ratio_b"), [(1.0, 1.0), (0.5, 0.5), (0.25, 0.5)])
+def test_dense_flow_lives_on_the_target_and_points_into_the_source(
+    variant: str, ratio_a: float, ratio_b: float
+) -> None:
+    from scotsearch.config import MatchConfig
+    from scotsearch.dense import pixel_grid
+    from scotsearch.dense import predict_flow
+    from scotsearch.layers import layer_specs
+    from scotsearch.presets import resolve_profile
+
+    # Target B's hyperpixel (i, j) carries the source A's features at (i + 1, j + 2): every
+    # B pixel maps 8 px right and 4 px down in A's resized image.
+    world = torch.randn(16, 8, 10, generator=torch.Generator().manual_seed(0))
+    a = _feats(world, 0, 0, 8, 10, ratio_a)
+    b = _feats(world, 1, 2, 6, 7, ratio_b)  # smaller than A: the flow must take B's size
+    flow = predict_flow(a, b, [0], layer_specs("resnet50"), MatchConfig.from_variant(variant),
+                        resolve_profile(None))
+    H, W = b.orig_size
+    assert flow.shape == (H, W, 2) and flow.dtype == np.float32
+    grid = pixel_grid(H, W).numpy().reshape(H, W, 2)
+    want = (grid * ratio_b + np.array([8.0, 4.0])) / ratio_a - grid  # 1-based, as SCOT
+    np.testing.assert_allclose(flow, want, atol=1e-4)
+
+
+def test_tss_margin_prunes_at_10_px() -> None:
+    from scotsearch.geometry import make_grid
+
+    # 2 x 3 grid, stride 4, receptive field 27 (half 13), image 8 x 12: box x0 = 4j - 13,
+    # x1 = 4j + 13; SCOT's TSS rule keeps x0 >= -10, x1 < 12 + 10 (and so for y, H = 8).
+    g = make_grid(2, 3, stride=4, rf=27, image_size=(8, 12), prune_margin=True, margin=10)
+    assert g.valid.tolist() == [False, False, False, False, True, True]
+    # HPF's rule (one stride) prunes all of them; no pruning keeps all
+    assert not make_grid(2, 3, stride=4, rf=27, image_size=(8, 12), prune_margin=True).valid.any()
+
+
+# ------------------------------------------------------------------- scoring a TSS split
+def test_evaluate_flow_scores_what_it_writes(fixture_root: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    from scotsearch.flowpck import flow_correct
+    from scotsearch.presets import resolve_match
+    from scotsearch.presets import resolve_profile
+    from scotsearch.testing_tss import PixelSource
+    from scotsearch.tss_eval import evaluate_flow
+
+    ds = read_tss(fixture_root)
+    source = PixelSource("resnet50")
+    kw = dict(match=resolve_match(None, "tss", "evaluate"), profile=resolve_profile(None),
+              alphas=(0.05, 0.2), mirror_dir=tmp_path / "mirrored")
+    scores = evaluate_flow(ds, source, [0], flo_dir=tmp_path / "result_CAM", **kw)
+    assert scores.pair_ids == [p.pair_id for p in ds.pairs]
+    # the flipped pairs' image A was read mirrored, from the mirror folder
+    mirrored = sorted(p.name for p in (tmp_path / "mirrored").iterdir())
+    assert len(mirrored) == 2 and all(n.endswith("-mirrored.png") for n in mirrored)
+    assert sum(p.parent == tmp_path / "mirrored" for p in source.paths) == 2
+    # one .flo per pair at the ground truth's relative path; its PCK is the one reported
+    for k, p in enumerate(ds.pairs):
+        flow = read_flo(tmp_path / "result_CAM" / flow_relpath(p, ds.root))
+        assert flow.shape == (*FIXTURE_HW, 2)
+        got = flow_correct(flow, read_flo(p.flow_path), read_mask(p.trg_mask_path),
+                           thr=max(FIXTURE_HW), alpha=0.05)
+        assert got == (scores.n_correct[0, k], scores.n_scored[k])
+    table = scores.table()
+    assert list(table[0.05]) == ["FG3DCar", "JODS", "PASCAL", "mean"]
+    assert all(0 <= v <= 100 for t in table.values() for v in t.values())
+    assert all(table[0.2][g] >= table[0.05][g] for g in table[0.05])
+    # the translation is found: a wider alpha scores most foreground pixels
+    assert table[0.2]["mean"] > 80
+    # ignoring the flip breaks the mirrored pairs: the flag is honoured
+    unflipped = dataclasses.replace(
+        ds, pairs=tuple(dataclasses.replace(p, flip_src=False) for p in ds.pairs))
+    worse = evaluate_flow(unflipped, source, [0], **kw).table()
+    assert worse[0.2]["PASCAL"] < table[0.2]["PASCAL"] - 20
+    assert worse[0.2]["FG3DCar"] == table[0.2]["FG3DCar"]
