@@ -155,3 +155,16 @@ def _pair_flow(
     flow = predict_flow(src, trg, ids, specs, match, profile, device=device)
     # The length alpha scales: the longer side of image A, where the flow points (flowpck).
     return flow, gt, mask, float(max(src.orig_size))
+
+
+def format_flow_table(scores: FlowScores) -> str:
+    """Per-group and mean flow PCK x 100, one column per alpha (the SCOT paper's Table 5)."""
+    table = scores.table()
+    counts = {g: scores.groups.count(g) for g in set(scores.groups)}
+    head = "flow PCK       pairs" + "".join(f"  {'a=' + format(a, 'g'):>8s}" for a in table)
+    lines = [head]
+    for g in next(iter(table.values())):
+        label = "mean of groups" if g == "mean" else g
+        n = "" if g == "mean" else str(counts[g])
+        lines.append(f"{label:14s} {n:>5s}" + "".join(f"  {t[g]:8.1f}" for t in table.values()))
+    return "\n".join(lines)

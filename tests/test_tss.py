@@ -25,6 +25,7 @@ from scotsearch.data.tss import read_mask
 from scotsearch.data.tss import read_tss
 from scotsearch.errors import DataError
 from scotsearch.testing_tss import FIXTURE_HW
+from scotsearch.testing_tss import FIXTURE_PAIRS
 from scotsearch.testing_tss import write_tss_fixture
 
 
@@ -335,3 +336,82 @@ def test_evaluate_flow_scores_what_it_writes(fixture_root: Path, tmp_path: Path)
     worse = evaluate_flow(unflipped, source, [0], **kw).table()
     assert worse[0.2]["PASCAL"] < table[0.2]["PASCAL"] - 20
     assert worse[0.2]["FG3DCar"] == table[0.2]["FG3DCar"]
+
+
+# ------------------------------------------------------------------------ command line
+@pytest.fixture
+def pixel_features(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands read pooled pixels instead of running a network (see testing_tss)."""
+    from scotsearch.commands import common
+    from scotsearch.testing_tss import PixelSource
+
+    monkeypatch.setattr(common, "feature_source", lambda args, dev: PixelSource(args.backbone))
+
+
+def _evaluate(tss: Path, *extra: str) -> int:
+    return cli.main(["evaluate", "--dataset", "tss", "--datapath", str(tss), "--backbone",
+                     "resnet50", "--layers", "0,1", "--no-cache", *extra])
+
+
+def test_evaluate_tss_end_to_end(tss: Path, tmp_path: Path, pixel_features, capsys) -> None:
+    import json
+
+    out_json = tmp_path / "res.json"
+    rc = _evaluate(tss, "--alpha", "0.2", "--flo-dir", str(tss / "result_CAM"),
+                   "--output", str(out_json))
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("tss/test  resnet50  layers 0,1  ot-rhm-stair  exp2 1  (")
+    # the benchmark's alpha 0.05 is always there, with the one asked for
+    assert "flow PCK       pairs    a=0.05     a=0.2" in lines
+    rows = {line.split()[0]: line for line in lines if line.split()[:1] in
+            (["FG3DCar"], ["JODS"], ["PASCAL"], ["mean"])}
+    assert sorted(rows) == ["FG3DCar", "JODS", "PASCAL", "mean"]
+    assert rows["PASCAL"].split()[1] == "2" and rows["mean"].startswith("mean of groups")
+    result = json.loads(out_json.read_text())
+    assert result["kind"] == "scotsearch-flow-evaluation" and result["alphas"] == [0.05, 0.2]
+    table = result["summary"]["0.2"]
+    assert [f"{table[g]:.1f}" for g in ("FG3DCar", "JODS", "PASCAL")] == \
+        [rows[g].split()[3] for g in ("FG3DCar", "JODS", "PASCAL")]
+    assert table["mean"] == pytest.approx(np.mean([table[g] for g in ("FG3DCar", "JODS",
+                                                                      "PASCAL")]))
+    assert len(result["pairs"]) == 6 and result["match"]["exp2"] == 1.0  # SCOT's TSS exp2
+    # SCOT's result layout: result_CAM/<group>/<pair>/flow<dir>.flo, one per pair
+    written = sorted(p.relative_to(tss / "result_CAM").as_posix()
+                     for p in (tss / "result_CAM").rglob("*.flo"))
+    assert written == sorted(f"{g}/{folder}/flow{k}.flo" for g, (_, folder, _, _) in
+                             FIXTURE_PAIRS.items() for k in (1, 2))
+    assert f"wrote 6 .flo files under {tss / 'result_CAM'}" in out
+
+
+def test_evaluate_tss_bad_input_is_one_line(tss: Path, pixel_features, capsys) -> None:
+    flow = tss / "JODS" / "002_camera" / "flow2.flo"
+    write_flo(flow, np.zeros((5, 7, 2), np.float32))  # a valid file of the wrong size
+    assert _evaluate(tss) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"flow file {flow} is 7x5" in err[0]
+    flow.unlink()
+    assert _evaluate(tss) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"flow file not found: {flow}" in err[0]
+    assert "Traceback" not in " ".join(err)
+    # refused before the split is read (the missing flow file is not reached)
+    assert _evaluate(tss, "--thres", "bbox") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--thres bbox does not apply" in err[0]
+
+
+def test_searches_refuse_tss_and_flo_dir_needs_tss(tss: Path, tmp_path: Path, capsys) -> None:
+    for command, extra in (("beam", []), ("tune", ["--study", "t", "--trials", "2"])):
+        rc = cli.main([command, "--dataset", "tss", "--datapath", str(tss),
+                       "--storage", f"sqlite:///{tmp_path / 's.db'}", *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1, command
+        assert f"{command} searches by keypoint PCK and cannot run on --dataset tss" in err[0]
+    assert not (tmp_path / "s.db").exists()  # refused before any work
+    rc = cli.main(["evaluate", "--dataset", "demo", "--cache-dir", str(tmp_path), "--flo-dir",
+                   str(tmp_path / "flo"), "--backbone", "resnet50", "--weights", "random",
+                   "--max-pairs", "1", "--layers", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "only --dataset tss" in err[0]

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("demo", "spair", "pfpascal", "pfwillow")
+DATASETS = ("demo", "spair", "pfpascal", "pfwillow", "tss")
 
 
 def add_data_args(p: argparse.ArgumentParser, *, split: str | None) -> None:
@@ -214,6 +214,20 @@ def _check_sizes(args: argparse.Namespace) -> None:
         raise ConfigError(f"--ncells must be positive, got {ncells}")
     side = profile_from_args(args).image_side
     check_fits(side, ncells or 8192, resolve_device(getattr(args, "device", "auto")))
+
+
+def refuse_dense(args: argparse.Namespace, command: str) -> None:
+    """Refuse a layer search or tuning on TSS in one line, before any work.
+
+    The searches score keypoint PCK with the batched keypoint evaluator; TSS is scored by
+    dense flow (:mod:`scotsearch.tss_eval`), one layer set at a time.
+    """
+    if getattr(args, "dataset", None) == "tss":
+        raise ConfigError(
+            f"{command} searches by keypoint PCK and cannot run on --dataset tss (dense flow); "
+            "search on spair or pfpascal and score the layers with 'scotsearch evaluate "
+            "--dataset tss --layers ...'"
+        )
 
 
 def open_dataset(args: argparse.Namespace) -> Dataset:
