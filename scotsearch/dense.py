@@ -28,7 +28,7 @@ from scotsearch.matching import marginal
 from scotsearch.matching import match_scores
 from scotsearch.matching import subset_cosine
 from scotsearch.rhm import hough_space
-from scotsearch.transfer import transfer_keypoints
+from scotsearch.transfer import transfer_from_best
 
 
 #: SCOT's TSS margin: receptive fields reaching further outside the image are pruned (§2).
@@ -92,15 +92,19 @@ def predict_flow(
     base = ids[0]
     # Roles reversed (SCOT on TSS): B is the matcher's source, A its target.
     g_b, g_a = _grid(trg, specs[base], base, device), _grid(src, specs[base], base, device)
-    dots = torch.empty(len(ids), g_b.n, g_a.n, device=device)
-    sq_b = torch.empty(len(ids), g_b.n, device=device)
-    sq_a = torch.empty(len(ids), g_a.n, device=device)
-    for k, l in enumerate(ids):
-        _, sq_b[k], sq_a[k] = layer_terms(
-            trg.layers[l].to(device), src.layers[l].to(device), (g_b.h, g_b.w), (g_a.h, g_a.w),
-            out=dots[k],
-        )
-    cos = subset_cosine(dots, sq_b, sq_a, torch.ones(1, len(ids), device=device))
+    # One layer set: its per-layer terms are summed as they come, so memory holds one
+    # n x m matrix however many layers there are (the searches keep them apart instead).
+    dots = torch.zeros(1, g_b.n, g_a.n, device=device)
+    sq_b = torch.zeros(1, g_b.n, device=device)
+    sq_a = torch.zeros(1, g_a.n, device=device)
+    for l in ids:
+        d, nb, na = layer_terms(trg.layers[l].to(device), src.layers[l].to(device),
+                                (g_b.h, g_b.w), (g_a.h, g_a.w))
+        dots[0] += d
+        sq_b[0] += nb
+        sq_a[0] += na
+        del d
+    cos = subset_cosine(dots, sq_b, sq_a, torch.ones(1, 1, device=device))
     del dots
     space = None
     if match.rhm:
@@ -110,15 +114,17 @@ def predict_flow(
         cos, marginal(g_b, trg.cam, match, profile), marginal(g_a, src.cam, match, profile),
         space, match, src_valid=g_b.valid, trg_valid=g_a.valid,
     )[0]
+    # Each B hyperpixel's best A hyperpixel, over the unpruned ones: once, for all chunks.
+    best = conf.masked_fill(~g_a.valid, float("-inf")).argmax(dim=-1)
+    del conf
     height, width = trg.orig_size
     grid = pixel_grid(height, width).to(device)
     points = grid * trg.ratio
     pred = torch.empty_like(points)
     for start in range(0, len(points), max(1, chunk)):
         part = points[start : start + chunk]
-        pred[start : start + len(part)] = transfer_keypoints(
-            conf, part, g_b.boxes, g_b.centres, g_a.centres,
-            src_valid=g_b.valid, trg_valid=g_a.valid,
+        pred[start : start + len(part)] = transfer_from_best(
+            best, part, g_b.boxes, g_b.centres, g_a.centres, src_valid=g_b.valid
         )
     flow = pred / src.ratio - grid
     return flow.reshape(height, width, 2).cpu().numpy().astype(np.float32)
