@@ -4,10 +4,12 @@ On TSS, SCOT turns its matcher around (``evaluate_map_TSS_CAM.py``): the *target
 matched to the source image A (``model(trg_img, src_img, ...)``), and every pixel of B, as a
 1-based grid ``(1..W_B) x (1..H_B)`` scaled into the resized image, is transferred to A by
 the keypoint transfer of §6 (SCOT does it in chunks of 10 000 points, to bound memory; so do
-we). The prediction, divided by A's resize ratio, minus the 1-based grid is the flow: on B's
-pixels, in A's original pixels. Receptive fields reaching more than 10 px outside their image
-are pruned on TSS (``prune_margin(..., 10)`` in SCOT's ``scot_CAM.py``, §2), on both images,
-before the transport.
+we, with :func:`~scotsearch.transfer.transfer_on_grid`, which gives the same numbers as the
+keypoint path without testing every box for every pixel). The prediction, divided by A's
+resize ratio, minus the 1-based grid is the flow: on B's pixels, in A's original pixels.
+Receptive fields reaching more than 10 px outside their image are pruned on TSS
+(``prune_margin(..., 10)`` in SCOT's ``scot_CAM.py``, §2), on both images, before the
+transport.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from scotsearch.matching import marginal
 from scotsearch.matching import match_scores
 from scotsearch.matching import subset_cosine
 from scotsearch.rhm import hough_space
-from scotsearch.transfer import transfer_from_best
+from scotsearch.transfer import transfer_on_grid
 
 
 #: SCOT's TSS margin: receptive fields reaching further outside the image are pruned (§2).
@@ -123,8 +125,6 @@ def predict_flow(
     pred = torch.empty_like(points)
     for start in range(0, len(points), max(1, chunk)):
         part = points[start : start + chunk]
-        pred[start : start + len(part)] = transfer_from_best(
-            best, part, g_b.boxes, g_b.centres, g_a.centres, src_valid=g_b.valid
-        )
+        pred[start : start + len(part)] = transfer_on_grid(best, part, g_b, g_a.centres)
     flow = pred / src.ratio - grid
     return flow.reshape(height, width, 2).cpu().numpy().astype(np.float32)

@@ -415,3 +415,30 @@ def test_searches_refuse_tss_and_flo_dir_needs_tss(tss: Path, tmp_path: Path, ca
                    "--max-pairs", "1", "--layers", "0"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "only --dataset tss" in err[0]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_grid_transfer_equals_the_keypoint_transfer(seed: int) -> None:
+    from scotsearch.geometry import make_grid
+    from scotsearch.transfer import transfer_from_best
+    from scotsearch.transfer import transfer_on_grid
+
+    g = torch.Generator().manual_seed(seed)
+    h, w = (int(v) for v in torch.randint(2, 10, (2,), generator=g))
+    stride, rf = (4, 8, 16, 14, 4, 8)[seed], (11, 27, 35, 43, 19, 59)[seed]
+    grid = make_grid(h, w, stride=stride, rf=rf, image_size=(h * stride, w * stride),
+                     prune_margin=seed % 2 == 0, margin=10 if seed % 4 == 0 else None)
+    trg_centres = (torch.randint(0, 50, (30, 2), generator=g) * 4).float()
+    best = torch.randint(0, 30, (h * w,), generator=g)
+    size = torch.tensor([w * stride + 20.0, h * stride + 20.0])
+    points = torch.cat([
+        torch.rand(300, 2, generator=g) * size - 10,  # inside and outside every box
+        (torch.randint(-2, 12, (100, 2), generator=g) * stride + rf // 2).float(),  # on edges
+        (torch.randint(-2, 12, (100, 2), generator=g) * stride - rf // 2).float(),
+    ])
+    want = transfer_from_best(best, points, grid.boxes, grid.centres, trg_centres,
+                              src_valid=grid.valid)
+    got = transfer_on_grid(best, points, grid, trg_centres)
+    assert torch.isnan(want).any() and not torch.isnan(want).all()  # both kinds of points
+    assert torch.equal(torch.isnan(got), torch.isnan(want))
+    assert torch.equal(got.nan_to_num(-1.0), want.nan_to_num(-1.0))  # bit for bit
