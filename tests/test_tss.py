@@ -442,3 +442,18 @@ def test_grid_transfer_equals_the_keypoint_transfer(seed: int) -> None:
     assert torch.isnan(want).any() and not torch.isnan(want).all()  # both kinds of points
     assert torch.equal(torch.isnan(got), torch.isnan(want))
     assert torch.equal(got.nan_to_num(-1.0), want.nan_to_num(-1.0))  # bit for bit
+
+
+def test_evaluate_tss_with_random_weights_caches_the_mirrored_images(
+    tss: Path, tmp_path: Path, capsys
+) -> None:
+    # The real extraction path (a seeded random ResNet-50, tiny images): the two flipped
+    # pairs' mirrored sources get cache entries of their own, next to the six originals.
+    rc = cli.main(["evaluate", "--dataset", "tss", "--datapath", str(tss), "--backbone",
+                   "resnet50", "--weights", "random", "--image-side", "32", "--layers", "0,4",
+                   "--cache-dir", str(tmp_path / "cache")])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "mean of groups" in out
+    assert len(list((tmp_path / "cache" / "tss-mirrored").glob("*-mirrored.png"))) == 2
+    assert len(list((tmp_path / "cache" / "features").rglob("*.safetensors"))) == 8
