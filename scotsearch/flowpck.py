@@ -8,8 +8,10 @@ Definition used here (sources in brackets):
   the Euclidean distance, ``<=`` and ``alpha * max side`` as in GLU-Net/DenseMatching's
   ``correct_correspondences``, whose TSS loader takes ``max`` of the *source* image's size
   (image A, where the flow points) as the length; alpha = 0.05 in the SCOT paper].
-* Only foreground pixels count [DenseMatching's TSS loader scores under the target's
-  mask; Rocco et al., cnngeometric_pytorch#23: "calculated from the points in mask"].
+* Only foreground pixels count [DenseMatching's TSS loader returns the target's mask as
+  the pixels to score; a user reading the CNNGeometric/WeakAlign paper says the same in
+  ignacio-rocco/cnngeometric_pytorch#23, "calculated from the points in mask"]. The TSS
+  kit's own code was not available to us: this is its definition as those sources give it.
 * Our decisions: pixels whose ground truth is unknown (Middlebury's > 1e9 convention, or
   not finite) are not scored; a predicted NaN (no receptive field covers the pixel, §6)
   counts as wrong, as a NaN keypoint does in §7; a pair's PCK is the fraction of its scored

@@ -68,11 +68,6 @@ class FlowScores:
                 for k, a in enumerate(self.alphas)}
 
 
-def is_flow_dataset(dataset: Dataset) -> bool:
-    """The split is scored by dense flow (TSS), not by keypoints."""
-    return any(p.flow_path is not None for p in dataset.pairs)
-
-
 def evaluate_flow(
     dataset: Dataset,
     source: FeatureSource,

@@ -149,7 +149,7 @@ class Dataset:
     """A split of a benchmark: its pairs and the conventions that come with it.
 
     Attributes:
-        name: ``spair``, ``pfpascal``, ``pfwillow`` or ``demo``.
+        name: ``spair``, ``pfpascal``, ``pfwillow``, ``tss`` or ``demo``.
         split: ``trn``, ``val`` or ``test``.
         root: dataset root folder.
         pairs: the pairs in file order.
