@@ -457,3 +457,20 @@ def test_evaluate_tss_with_random_weights_caches_the_mirrored_images(
     assert "mean of groups" in out
     assert len(list((tmp_path / "cache" / "tss-mirrored").glob("*-mirrored.png"))) == 2
     assert len(list((tmp_path / "cache" / "features").rglob("*.safetensors"))) == 8
+
+
+def test_headerless_csv_and_a_prefix_folder_keep_every_pair(tss: Path) -> None:
+    # SCOT's pandas reader would take a header-less file's first pair for a header; the
+    # group is found further down a path with an extra top folder.
+    csv_path = tss / "test_pairs_tss.csv"
+    rows = csv_path.read_text().splitlines()[1:]
+    csv_path.write_text("\n".join(rows) + "\n")
+    ds = read_tss(tss)
+    assert len(ds.pairs) == 6 and ds.pairs[0].pair_id == "0001-001_cat-flow2"
+    shutil.move(str(tss / "JODS"), str(tss / "old"))
+    (tss / "TSS_CVPR2016").mkdir()
+    shutil.move(str(tss / "old"), str(tss / "TSS_CVPR2016" / "JODS"))
+    csv_path.write_text("\n".join(r.replace("JODS/", "TSS_CVPR2016/JODS/") for r in rows) + "\n")
+    ds = read_tss(tss)
+    assert [p.category for p in ds.pairs] == ["FG3DCar"] * 2 + ["JODS"] * 2 + ["PASCAL"] * 2
+    assert ds.pairs[2].flow_path == tss / "TSS_CVPR2016" / "JODS" / "002_camera" / "flow2.flo"
