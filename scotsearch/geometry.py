@@ -43,12 +43,16 @@ def make_grid(
     rf: int,
     image_size: tuple[int, int],
     prune_margin: bool,
+    margin: float | None = None,
     device: torch.device | str = "cpu",
 ) -> Grid:
     """Receptive-field boxes of an ``h x w`` grid (reference-behaviour.md §2).
 
     The centre of cell (i, j) is pixel ``(j * stride, i * stride)``: the references add no
     half-stride offset, and keypoint transfer depends on it.
+
+    With ``prune_margin``, boxes reaching more than ``margin`` pixels outside the image are
+    dropped: ``margin`` defaults to the stride (HPF's rule); SCOT uses 10 px on TSS only.
 
     Examples:
         >>> g = make_grid(2, 3, stride=4, rf=11, image_size=(8, 12), prune_margin=False)
@@ -66,11 +70,12 @@ def make_grid(
     if prune_margin:
         # HPF keeps boxes reaching at most one stride outside the image (§2).
         H, W = image_size
+        t = stride if margin is None else margin
         valid = (
-            (boxes[:, 0] >= -stride)
-            & (boxes[:, 1] >= -stride)
-            & (boxes[:, 2] < W + stride)
-            & (boxes[:, 3] < H + stride)
+            (boxes[:, 0] >= -t)
+            & (boxes[:, 1] >= -t)
+            & (boxes[:, 2] < W + t)
+            & (boxes[:, 3] < H + t)
         )
     return Grid(
         h=h,

@@ -103,7 +103,8 @@ class DatasetPreset:
 
 
 #: SCOT's per-dataset settings. Datasets not listed (synthetic ones, for instance) take
-#: MatchConfig's defaults.
+#: MatchConfig's defaults. TSS is not listed: its exp2 is MatchConfig's 1.0 (SCOT's
+#: evaluate_map_TSS_CAM.py default, §3.2) and SCOT publishes only a ResNet-101 set for it.
 DATASET_PRESETS: dict[str, DatasetPreset] = {
     "spair": DatasetPreset(exp2=1.0, layers_of="spair"),
     "pfpascal": DatasetPreset(exp2=0.5, layers_of="pfpascal"),
@@ -118,6 +119,7 @@ PUBLISHED_LAYERS: dict[tuple[str, str], tuple[int, ...]] = {
     ("spair", "resnet101"): (0, 19, 27, 28, 29, 30),
     ("pfpascal", "resnet101"): (2, 22, 24, 25, 27, 28, 29),
     ("pfwillow", "resnet101"): (2, 22, 24, 25, 27, 28, 29),
+    ("tss", "resnet101"): (2, 22, 24, 25, 27, 28, 29),  # SCOT's README command for TSS
     ("pfpascal", "resnet50"): (2, 7, 11, 12, 13),  # HPF's PF-PASCAL set (SCOT publishes none)
     ("pfwillow", "resnet50"): (2, 7, 11, 12, 13),
     ("caltech", "resnet50"): (2, 7, 11, 12, 13),  # HPF's Caltech-101 set (its README)

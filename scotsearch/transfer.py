@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from scotsearch.geometry import Grid
+
 
 def transfer_keypoints(
     conf: torch.Tensor,
@@ -79,3 +81,44 @@ def keypoint_rows(
     if src_valid is not None:
         inside = inside & src_valid
     return inside
+
+
+def transfer_on_grid(
+    best: torch.Tensor, points: torch.Tensor, src: Grid, trg_centres: torch.Tensor
+) -> torch.Tensor:
+    """:func:`transfer_from_best` for many points on one regular grid, in O(points + n).
+
+    The boxes that contain a point are a rectangle of grid cells (rows ``i`` with
+    ``i * stride - rf // 2 <= y <= i * stride + rf // 2``, columns likewise), so the sum of
+    their displacements and their count are read from 2-D prefix sums instead of testing
+    every box for every point: dense flow (every pixel of an image) needs this. The sums are
+    of whole-pixel displacements, exact in float64, and the division is float32, so the
+    result equals :func:`transfer_from_best`'s bit for bit.
+
+    Args:
+        best: ``[n]`` int64 best target of every source hyperpixel.
+        points: ``[K x 2]`` float32 source points (resized source pixels).
+        src: the source grid (its boxes, centres and valid mask are used).
+        trg_centres: ``[m x 2]`` target centres.
+
+    Returns:
+        ``[K x 2]`` predicted target points; NaN where no unpruned box contains the point.
+    """
+    h, w, s, half = src.h, src.w, src.stride, src.rf // 2
+    valid = src.valid.to(torch.float64)
+    disp = (trg_centres[best] - src.centres).to(torch.float64)  # [n x 2], as transfer_from_best
+    cells = torch.cat([disp * valid[:, None], valid[:, None]], dim=1).view(h, w, 3)
+    prefix = torch.zeros(h + 1, w + 1, 3, dtype=torch.float64, device=points.device)
+    prefix[1:, 1:] = cells.cumsum(0).cumsum(1)
+    x, y = points[:, 0].to(torch.float64), points[:, 1].to(torch.float64)
+    # first and last cell whose box reaches the point (inclusive bounds), clipped to the grid
+    j0 = torch.ceil((x - half) / s).clamp(0, w).long()
+    j1 = torch.floor((x + half) / s).clamp(-1, w - 1).long() + 1
+    i0 = torch.ceil((y - half) / s).clamp(0, h).long()
+    i1 = torch.floor((y + half) / s).clamp(-1, h - 1).long() + 1
+    empty = (j1 <= j0) | (i1 <= i0)
+    j1, i1 = torch.maximum(j1, j0), torch.maximum(i1, i0)
+    sums = prefix[i1, j1] - prefix[i0, j1] - prefix[i1, j0] + prefix[i0, j0]  # [K x 3]
+    sums[empty] = 0.0
+    count = sums[:, 2:].to(points.dtype)
+    return points + sums[:, :2].to(points.dtype) / count  # 0/0 -> NaN, as the reference

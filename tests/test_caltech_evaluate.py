@@ -188,3 +188,22 @@ def test_scores_of_keypoint_benchmarks_carry_no_masks() -> None:
     s = Scores(subsets=[(0,)], alphas=(0.1,), pair_index=[0], n_correct=np.ones((1, 1, 1)),
                n_kps=np.ones(1))
     assert s.lt_acc is None and s.mean().tolist() == [[100.0]]
+
+
+def test_the_search_api_refuses_datasets_not_scored_by_keypoints(tmp_path) -> None:
+    # The commands refuse them by name; a script calling the library directly must not get
+    # a search over PCK 0 either.
+    import dataclasses
+
+    from scotsearch.errors import ConfigError
+    from scotsearch.search.beam_study import run_beam
+    from scotsearch.search.tune import run_tune
+    from tests.test_beam import small_evaluator
+
+    ev = small_evaluator()
+    ev.dataset = dataclasses.replace(ev.dataset, metric="mask")
+    with pytest.raises(ConfigError, match="scored by masks"):
+        run_beam(ev, study="s", storage=f"sqlite:///{tmp_path}/s.db", beam=1, max_layers=1)
+    with pytest.raises(ConfigError, match="tune maximises keypoint PCK"):
+        run_tune(ev, study_name="t", n_trials=1, storage=f"sqlite:///{tmp_path}/s.db",
+                 layers=[0])

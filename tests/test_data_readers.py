@@ -522,8 +522,8 @@ def test_load_dataset_registry(spair_root: Path, willow_root: Path) -> None:
     # HPF/SCOT users pass the parent folder holding SPair-71k/, PF-WILLOW/, ...
     assert load_dataset("spair", spair_root.parent, "test").root == spair_root
     assert load_dataset("pfwillow", willow_root.parent, "test").name == "pfwillow"
-    with pytest.raises(ConfigError, match="unknown dataset 'tss'"):
-        load_dataset("tss", spair_root, "test")
+    with pytest.raises(ConfigError, match="unknown dataset 'cub'"):
+        load_dataset("cub", spair_root, "test")
     with pytest.raises(ConfigError, match="needs its root folder"):
         load_dataset("spair", None, "test")
 

@@ -133,12 +133,14 @@ def run(args: argparse.Namespace) -> int:
     from scotsearch.commands.common import match_from_args
     from scotsearch.commands.common import open_dataset
     from scotsearch.commands.common import profile_from_args
+    from scotsearch.commands.common import refuse_dense
     from scotsearch.commands.common import refuse_mask_dataset
     from scotsearch.commands.common import resolve_device
     from scotsearch.commands.common import resolve_precision
     from scotsearch.layers import n_layers
 
     refuse_mask_dataset(args, "beam")
+    refuse_dense(args, "beam")
     reference = reference_algorithm(args.compat, args.algorithm)
     layer_ids = None
     if args.layers is not None:

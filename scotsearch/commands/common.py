@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("demo", "spair", "pfpascal", "pfwillow", "caltech")
+DATASETS = ("demo", "spair", "pfpascal", "pfwillow", "tss", "caltech")
 
 
 def add_data_args(p: argparse.ArgumentParser, *, split: str | None) -> None:
@@ -229,6 +229,20 @@ def refuse_mask_dataset(args: argparse.Namespace, command: str) -> None:
             f"{command} does not search on --dataset {args.dataset}: it has only a test split "
             "and no keypoints (HPF reused its PF-PASCAL layers); search on another benchmark "
             f"and score the layers with 'scotsearch evaluate --dataset {args.dataset}'")
+
+
+def refuse_dense(args: argparse.Namespace, command: str) -> None:
+    """Refuse a layer search or tuning on TSS in one line, before any work.
+
+    The searches score keypoint PCK with the batched keypoint evaluator; TSS is scored by
+    dense flow (:mod:`scotsearch.tss_eval`), one layer set at a time.
+    """
+    if getattr(args, "dataset", None) == "tss":
+        raise ConfigError(
+            f"{command} searches by keypoint PCK and cannot run on --dataset tss (dense flow); "
+            "search on spair or pfpascal and score the layers with 'scotsearch evaluate "
+            "--dataset tss --layers ...'"
+        )
 
 
 def open_dataset(args: argparse.Namespace) -> Dataset:

@@ -11,7 +11,7 @@ from scotsearch.errors import DataError
 
 HELP = "check a benchmark's files: splits, annotations, images (exit 0 when usable)"
 
-DATASETS = ("demo", "spair", "pfpascal", "pfwillow", "caltech")
+DATASETS = ("demo", "spair", "pfpascal", "pfwillow", "tss", "caltech")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -17,6 +17,8 @@ from scotsearch._io import atomic_write
 from scotsearch._io import check_destination
 from scotsearch._version import __version__
 from scotsearch.commands import common
+from scotsearch.commands._evaluate_tss import check_tss_args
+from scotsearch.commands._evaluate_tss import run_tss
 from scotsearch.config import RunConfig
 from scotsearch.details import RecordingSource
 from scotsearch.details import mask_pair_details
@@ -47,6 +49,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--row", type=int, default=0, help="row of --config to use (0-based)")
     p.add_argument("--output", type=Path, default=None,
                    help="write the results (with per-pair PCK) as JSON to this file")
+    p.add_argument("--flo-dir", type=Path, default=None, metavar="DIR",
+                   help="TSS only: write each pair's predicted flow as a Middlebury .flo file "
+                        "under DIR at the ground truth's relative path (give <TSS>/result_CAM "
+                        "for SCOT's layout, which the TSS evaluation kit reads)")
     # split None: "test", or the --config row's split
     common.add_data_args(p, split=None)
     common.add_backbone_args(p)
@@ -102,11 +108,14 @@ def run(args: argparse.Namespace) -> int:
     alphas = common.alphas_from_args(args)
     device = common.resolve_device(args.device)
     profile = common.profile_from_args(args)
+    check_tss_args(args)
     dataset = common.open_dataset(args)
     match = cfg.match if cfg is not None else common.match_from_args(args, dataset)
     if args.layers is None:
         args.layers = format_layers(published_layers(dataset.name, args.backbone))
     layers = parse_layers(args.layers, args.backbone)
+    if dataset.name == "tss":
+        return run_tss(args, dataset, match, layers, profile)
     inner = common.feature_source(args, device)
     common.check_cache_space(dataset, inner)
     # The wrapper notes each image's resize ratio: predictions in original pixels need it.

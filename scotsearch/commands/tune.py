@@ -86,6 +86,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     common.refuse_mask_dataset(args, "tune")
+    common.refuse_dense(args, "tune")
     if args.trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {args.trials}")
     if args.batch_pairs < 1:

@@ -22,6 +22,7 @@ from scotsearch.data.pairs import threshold_base
 from scotsearch.data.pfpascal import read_pfpascal
 from scotsearch.data.pfwillow import read_pfwillow
 from scotsearch.data.spair import read_spair
+from scotsearch.data.tss import read_tss
 from scotsearch.errors import ConfigError
 
 
@@ -32,6 +33,7 @@ _READERS: dict[str, tuple[Callable[[Path, str], Dataset], str]] = {
     "pfpascal": (read_pfpascal, "PF-PASCAL"),
     "pfwillow": (read_pfwillow, "PF-WILLOW"),
     "caltech": (read_caltech, "Caltech-101"),
+    "tss": (read_tss, "TSS"),
 }
 
 #: Every name :func:`load_dataset` accepts.
@@ -45,7 +47,7 @@ def load_dataset(name: str, root: Path | None, split: str) -> Dataset:
     """Read a benchmark split by name.
 
     Args:
-        name: ``spair``, ``pfpascal``, ``pfwillow``, ``caltech`` or ``demo``.
+        name: ``spair``, ``pfpascal``, ``pfwillow``, ``tss``, ``caltech`` or ``demo``.
         root: the dataset folder (e.g. ``.../SPair-71k``) or its parent holding the
             conventionally named folder. For ``demo``, where to generate the data
             (default ``cache/demo-data``). Real datasets are never downloaded.
@@ -95,5 +97,6 @@ __all__ = [
     "read_pfpascal",
     "read_pfwillow",
     "read_spair",
+    "read_tss",
     "threshold_base",
 ]

@@ -24,6 +24,7 @@ SPLITS = {
     "pfpascal": ("trn", "val", "test"),
     "pfwillow": ("test",),
     "caltech": ("test",),
+    "tss": ("test",),
     "demo": ("val", "test"),
 }
 
@@ -44,6 +45,9 @@ SOURCES = {
                "1IV0E5sJ6xSdDyIvVSTdZjPHELMwGzsMn): 101_ObjectCategories/ with "
                "test_pairs_caltech_with_category.csv; the images alone are Caltech's "
                "101_ObjectCategories (data.caltech.edu, doi 10.22002/D1.20086)",
+    "tss": "the TSS dataset (TSS_CVPR2016) downloaded by hand from its project page "
+           "(taniai.space/projects/cvpr16_dccs), with SCOT's test_pairs_tss.csv in the TSS "
+           "folder; nothing is downloaded automatically",
     "demo": "written by scotsearch itself on first use (delete the folder to rebuild it)",
 }
 

@@ -7,12 +7,15 @@ pixel grid, and HPF/SCOT decode with PIL without ``exif_transpose`` (reference-b
 
 from __future__ import annotations
 
+import hashlib
+import io
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from scotsearch._io import atomic_write
 from scotsearch.errors import DataError
 
 
@@ -68,6 +71,33 @@ def image_size(path: Path) -> tuple[int, int]:
     except _DECODE_ERRORS as e:
         raise DataError(f"cannot read image header {path}: {_one_line(e)}") from e
     return int(w), int(h)
+
+
+def mirrored_copy(path: Path, folder: Path) -> Path:
+    """A left-right mirrored copy of an image, written once as a lossless PNG in ``folder``.
+
+    TSS flips some source images before matching (§9.4). Features are cached per image
+    file, by content; a mirrored file of its own gets an entry of its own, so the flip needs
+    no special case in the cache or the extractors. The name holds the original's content
+    digest: an edited original gets a new copy.
+
+    Returns:
+        The copy's path; decoding it gives exactly the mirrored pixels of :func:`load_image`.
+
+    Raises:
+        DataError: the original is missing or cannot be decoded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image not found: {path}")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    out = Path(folder) / f"{path.stem}-{digest}-mirrored.png"
+    if not out.is_file():
+        rgb = load_image(path).permute(1, 2, 0).numpy()[:, ::-1]
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG")
+        atomic_write(out, buf.getvalue(), fsync=False)
+    return out
 
 
 def _to_rgb_array(img: Image.Image) -> np.ndarray:

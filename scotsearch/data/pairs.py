@@ -42,6 +42,11 @@ class Pair:
         thres_kind: the dataset's default PCK threshold basis (one of THRESHOLD_KINDS).
         variation: SPair-71k difficulty flags (factor name -> level index); empty elsewhere.
         src_size, trg_size: ``(W, H)`` from the annotation when it has one, else ``None``.
+        flow_path: dense benchmarks (TSS): the ground-truth flow file, defined on the
+            target's pixels and pointing into the source; keypoint benchmarks: ``None``
+            (and dense pairs have no keypoints, ``K = 0``).
+        trg_mask_path: dense benchmarks: the target's foreground mask, where flow is scored.
+        flip_src: dense benchmarks: the source image is mirrored left-right before matching.
     """
 
     pair_id: str
@@ -56,6 +61,9 @@ class Pair:
     variation: dict[str, int] = field(default_factory=dict)
     src_size: tuple[int, int] | None = None
     trg_size: tuple[int, int] | None = None
+    flow_path: Path | None = None
+    trg_mask_path: Path | None = None
+    flip_src: bool = False
 
     @property
     def n_kps(self) -> int:
@@ -141,7 +149,7 @@ class Dataset:
     """A split of a benchmark: its pairs and the conventions that come with it.
 
     Attributes:
-        name: ``spair``, ``pfpascal``, ``pfwillow`` or ``demo``.
+        name: ``spair``, ``pfpascal``, ``pfwillow``, ``tss`` or ``demo``.
         split: ``trn``, ``val`` or ``test``.
         root: dataset root folder.
         pairs: the pairs in file order.
@@ -170,6 +178,25 @@ class Dataset:
     @property
     def categories(self) -> list[str]:
         return sorted({p.category for p in self.pairs})
+
+    @property
+    def keypoint_pck(self) -> bool:
+        """Whether the split is scored by keypoint PCK, the layer searches' objective (not
+        Caltech-101's masks, not TSS's dense flow)."""
+        return self.metric == "pck" and not any(p.flow_path is not None for p in self.pairs)
+
+    def require_keypoint_pck(self, what: str) -> None:
+        """Refuse ``what`` (a search) on a split not scored by keypoint PCK.
+
+        Raises:
+            ConfigError: naming the dataset and what it is scored by.
+        """
+        if not self.keypoint_pck:
+            from scotsearch.errors import ConfigError
+
+            scored = "masks (LT-ACC, IoU)" if self.metric == "mask" else "dense flow"
+            raise ConfigError(f"{what} maximises keypoint PCK; {self.name} is scored by "
+                              f"{scored}: score layers there with 'scotsearch evaluate'")
 
     def image_paths(self) -> list[Path]:
         """Distinct image files of the split, in first-use order."""

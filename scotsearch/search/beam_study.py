@@ -249,6 +249,7 @@ def run_beam(
         pairs = [int(i) for i in pair_index]
     if not pairs:
         raise ConfigError("no pairs to score on")
+    evaluator.dataset.require_keypoint_pck("the beam search")
     _check_race(race, reference=reference, race_block=race_block)
 
     st = storage if isinstance(storage, BaseStorage) else open_storage(storage)

@@ -261,6 +261,7 @@ def run_tune(
     """
     if n_trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {n_trials}")
+    evaluator.dataset.require_keypoint_pck("tune")
     if evaluator.match.similarity != "ot":
         raise ConfigError("scotsearch tune searches transport settings; use an OT variant "
                           "(e.g. --variant ot-rhm-stair)")
