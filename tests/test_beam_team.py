@@ -17,8 +17,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import pytest
-
 from scotsearch.study import CLAIM_PREFIX
 from scotsearch.study import WORKER_PREFIX
 from scotsearch.study import unit_state
@@ -51,7 +49,7 @@ WORKER = textwrap.dedent(
             def progress(n):
                 os.kill(os.getpid(), signal.SIGKILL)
             kw["progress"] = progress
-        time.sleep(0.15)  # so that the workers' units overlap
+        time.sleep(0.1)  # so that the workers' batches overlap
         return real_score(subsets, **kw)
 
     ev.score = score
@@ -134,10 +132,8 @@ def check_team(tmp_path: Path, storage: str, kill_at: list[int]) -> list[dict]:
     return outs
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "journal"])
-def test_three_workers_give_the_single_process_study(tmp_path: Path, kind: str) -> None:
-    storage = (f"sqlite:///{tmp_path}/team.db" if kind == "sqlite"
-               else f"journal:{tmp_path}/team.log")
+def test_three_workers_on_sqlite_give_the_single_process_study(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/team.db"
     outs = check_team(tmp_path, storage, [-1, -1, -1])
     here = [o["here"] for o in outs]
     n_total = len(trials(storage)[0])
@@ -145,10 +141,10 @@ def test_three_workers_give_the_single_process_study(tmp_path: Path, kind: str) 
     assert sum(h > 0 for h in here) >= 2, here  # and the work was shared
 
 
-def test_a_killed_worker_is_taken_over(tmp_path: Path) -> None:
-    storage = f"sqlite:///{tmp_path}/team.db"
-    # the second worker dies during its third unit; its claim is taken over at once (its
-    # process is gone) and the study ends as the single process's
+def test_three_workers_on_a_journal_file_one_killed(tmp_path: Path) -> None:
+    storage = f"journal:{tmp_path}/team.log"
+    # the second worker dies during its third evaluator call; its claims are taken over at
+    # once (its process is gone) and the study ends as the single process's
     outs = check_team(tmp_path, storage, [-1, 3, -1])
     assert len(outs) == 2
 

@@ -44,7 +44,7 @@ def beam_trials(url: str, name: str) -> dict[str, float]:
 def test_beam_on_a_dask_cluster_equals_one_process(tmp_path: Path, scheduler: str,
                                                    capsys) -> None:
     url = f"sqlite:///{tmp_path}/s.db"
-    common = ["beam", "--layers", "0-4", "--beam", "2", "--max-layers", "3", "--chunk", "2",
+    common = ["beam", "--layers", "0-3", "--beam", "2", "--max-layers", "2", "--chunk", "2",
               "--storage", url, "--cache-dir", str(tmp_path / "cache"), *DEMO]
     assert cli.main([*common, "--study", "one"]) == 0
     one = capsys.readouterr().out

@@ -44,7 +44,7 @@ def test_beam_with_two_workers_equals_one_process(tmp_path: Path, capsys) -> Non
     from optuna.trial import TrialState
 
     url = f"sqlite:///{tmp_path}/s.db"
-    common = ["beam", "--layers", "0-4", "--beam", "2", "--max-layers", "3", "--chunk", "2",
+    common = ["beam", "--layers", "0-3", "--beam", "2", "--max-layers", "2", "--chunk", "2",
               "--backbone", "resnet50", "--weights", "random", "--image-side", "64",
               "--storage", url, "--max-pairs", "4", "--cache-dir", str(tmp_path / "cache")]
     assert cli.main([*common, "--study", "one"]) == 0
