@@ -112,13 +112,17 @@ def worker_argv(argv: Sequence[str], device: str | None) -> list[str]:
     return out
 
 
-def _run_one(argv: list[str], threads: int) -> int:
+def _run_one(argv: list[str], threads: int, team: int = 1) -> int:
     # In the worker process: its share of the CPU, then the command itself.
     import torch
 
     from scotsearch import cli
+    from scotsearch.study import TEAM_SIZE_ENV
 
     torch.set_num_threads(max(1, threads))
+    # A beam worker sizes its batches by the team; the ones launched together are promised
+    # here, before they can see each other in the study.
+    os.environ[TEAM_SIZE_ENV] = str(team)
     # The parent prints the one summary; a worker's errors still reach standard error.
     with contextlib.redirect_stdout(io.StringIO()):
         return cli.main(argv)
@@ -144,7 +148,7 @@ class _Loky(_Launch):
 
         super().__init__(n)
         threads = max(1, (os.cpu_count() or 1) // n)
-        self.jobs = [delayed(_run_one)(worker_argv(argv, _pin(devices, k)), threads)
+        self.jobs = [delayed(_run_one)(worker_argv(argv, _pin(devices, k)), threads, n)
                      for k in range(n)]
 
     def start(self) -> list[int]:
@@ -184,7 +188,7 @@ class _Dask(_Launch):
         self.futures = [
             self.client.submit(
                 _run_one, worker_argv(argv, _pin(devices, k)),
-                max(1, int(info[a].get("nthreads", 1)) // place.count(a)),
+                max(1, int(info[a].get("nthreads", 1)) // place.count(a)), self.n,
                 key=f"scotsearch-worker-{run}-{k}", workers=[a], allow_other_workers=False,
                 pure=False)
             for k, a in enumerate(place)

@@ -141,8 +141,7 @@ class TeamScorer:
                 if left:
                     time.sleep(POLL_S)
                 continue
-            n_live = max(1, len(self.team.live(attrs)))
-            batch = free[:min(self.chunk, math.ceil(len(free) / n_live))]
+            batch = free[:min(self.chunk, math.ceil(len(free) / self.team.size(attrs)))]
             taken_over = any(CLAIM_PREFIX + self._unit(s) in attrs for s in batch)
             won = set(self.team.claim([self._unit(s) for s in batch], attrs))
             batch = [s for s in batch if self._unit(s) in won]

@@ -49,6 +49,7 @@ from scotsearch.study._storage import resolve_storage
 from scotsearch.study._storage import storage_exists
 from scotsearch.study._storage import storage_url
 from scotsearch.study._team import CLAIM_PREFIX
+from scotsearch.study._team import TEAM_SIZE_ENV
 from scotsearch.study._team import WORKER_PREFIX
 from scotsearch.study._team import BeamTeam
 from scotsearch.study._team import live_workers
@@ -74,6 +75,7 @@ __all__ = [
     "WORKER_PREFIX",
     "HEARTBEAT_ATTR",
     "STORAGE_ENV",
+    "TEAM_SIZE_ENV",
     "Heartbeat",
     "add_failed_layer_trial",
     "add_layer_trial",

@@ -47,6 +47,10 @@ RENEW_S = 10.0
 STALE_S = 60.0
 #: Seconds between writing a claim (or a registration) and reading it back.
 SETTLE_S = 0.5
+#: Environment variable by which a launcher (``--workers``, ``--dask-scheduler``) tells its
+#: workers how many of them start together, so that the first to arrive does not claim a
+#: whole depth before the others have registered.
+TEAM_SIZE_ENV = "SCOTSEARCH_TEAM_SIZE"
 
 
 def worker_alive(record: Any, *, now: float, host: str) -> bool:
@@ -132,6 +136,11 @@ class BeamTeam:
         self._thread: threading.Thread | None = None
         # An in-memory storage belongs to this process alone: nobody to wait for.
         self._alone = isinstance(storage, InMemoryStorage)
+        try:
+            #: workers launched together with this one (this one included), at least 1
+            self.expected = max(1, int(os.environ.get(TEAM_SIZE_ENV, "1")))
+        except ValueError:
+            self.expected = 1
 
     # -- storage ------------------------------------------------------------------------
     def attrs(self) -> dict[str, Any]:
@@ -141,6 +150,11 @@ class BeamTeam:
     def live(self, attrs: Mapping[str, Any]) -> dict[str, dict]:
         """The live workers in ``attrs`` (this one included while it is registered)."""
         return live_workers(attrs, now=time.time(), host=self.host)
+
+    def size(self, attrs: Mapping[str, Any]) -> int:
+        """How many workers share the work: the live ones, or those launched together with
+        this one while some have not registered yet."""
+        return max(1, self.expected, len(self.live(attrs)))
 
     def _record(self, **extra: Any) -> dict[str, Any]:
         return {"host": self.host, "pid": os.getpid(), "beat": time.time(),
