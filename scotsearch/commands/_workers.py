@@ -34,7 +34,9 @@ def add_worker_args(g: argparse._ArgumentGroup, *, what: str) -> None:
                    help=f"run {what} in N worker processes on this machine (joblib), each "
                         "with 1/N of the CPU threads; the study storage coordinates them "
                         "(default 1: this process). With --dask-scheduler: N tasks on the "
-                        "cluster (default: one per Dask worker)")
+                        "cluster (default: one per Dask worker). Pays off with one device or "
+                        "machine per worker: on one CPU the workers share its memory bandwidth "
+                        "and each forms the layer terms again (README, Performance)")
     g.add_argument("--devices", default=None,
                    help="with --workers: comma-separated devices the workers are pinned to, "
                         "round robin (e.g. cuda:0,cuda:1)")
