@@ -23,25 +23,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def run(cmd: list[str], env: dict[str, str]) -> float:
@@ -95,7 +83,11 @@ def main() -> None:
     same = one == two
     cp = len(one) * n_pairs
     print()
-    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs, torch {torch_version()}")
+    import torch
+    from bench_beam import machine_name  # this folder is on the path when run as a script
+
+    print(f"machine: {machine_name(torch.device('cpu'))}, {os.cpu_count()} CPUs, "
+          f"torch {torch.__version__}")
     print(f"search: demo val, {args.backbone}, image side {args.image_side}, layers "
           f"{args.layers}, beam {args.beam}, {args.max_layers} depths: {len(one)} candidates "
           f"x {n_pairs} pairs = {cp} candidate-pairs")
@@ -107,12 +99,6 @@ def main() -> None:
     print(f"ceiling of two processes on this machine: {2 * t1 / tc:.2f}x")
     if not same:
         sys.exit("the two studies differ")
-
-
-def torch_version() -> str:
-    import torch
-
-    return str(torch.__version__)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ import numpy as np
 
 from scotsearch.data.pairs import Dataset
 from scotsearch.data.pairs import Pair
-from scotsearch.data.pfpascal import read_csv_rows
+from scotsearch.data.pfpascal import test_split_rows
 from scotsearch.errors import DataError
 
 
@@ -68,18 +68,10 @@ def read_caltech(root: Path, split: str = "test") -> Dataset:
         DataError: another split was asked for, or a file is missing or malformed.
     """
     root = Path(root)
-    if split != "test":
-        raise DataError(f"Caltech-101 has only a 'test' split, not {split!r}")
-    if not root.is_dir():
-        raise DataError(f"Caltech-101 root folder not found: {root}")
-    csv_path = root / CSV_NAME
-    if not csv_path.is_file():
-        raise DataError(f"Caltech-101 pair file not found: {csv_path}")
+    csv_path, rows = test_split_rows(root, split, label="Caltech-101", csv_name=CSV_NAME)
     images = root / IMAGES_DIR
     if not images.is_dir():
         raise DataError(f"Caltech-101 images folder not found: {images}")
-
-    _, rows = read_csv_rows(csv_path, numeric_col=2)
     pairs = [_make_pair(f"{csv_path}:{n}", n, row, images) for n, row in rows]
     if not pairs:
         raise DataError(f"Caltech-101 pair file lists no pairs: {csv_path}")

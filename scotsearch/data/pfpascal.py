@@ -124,6 +124,25 @@ def read_csv_rows(
     return header, rows
 
 
+def test_split_rows(
+    root: Path, split: str, *, label: str, csv_name: str
+) -> tuple[Path, list[tuple[int, list[str]]]]:
+    """The pair CSV of a benchmark that has only a ``test`` split (TSS, Caltech-101): its
+    path and rows (:func:`read_csv_rows`, the class column numeric).
+
+    Raises:
+        DataError: another split, or the root folder or the CSV is missing or unreadable.
+    """
+    if split != "test":
+        raise DataError(f"{label} has only a 'test' split, not {split!r}")
+    if not root.is_dir():
+        raise DataError(f"{label} root folder not found: {root}")
+    csv_path = root / csv_name
+    if not csv_path.is_file():
+        raise DataError(f"{label} pair file not found: {csv_path}")
+    return csv_path, read_csv_rows(csv_path, numeric_col=2)[1]
+
+
 def _is_number(s: str) -> bool:
     try:
         float(s)

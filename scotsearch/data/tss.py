@@ -51,7 +51,7 @@ from PIL import Image
 from scotsearch.data.flo import check_flo_header
 from scotsearch.data.pairs import Dataset
 from scotsearch.data.pairs import Pair
-from scotsearch.data.pfpascal import read_csv_rows
+from scotsearch.data.pfpascal import test_split_rows
 from scotsearch.errors import DataError
 
 
@@ -79,14 +79,7 @@ def read_tss(root: Path, split: str = "test") -> Dataset:
         DataError: another split, or a missing or malformed CSV, row, flow file or mask.
     """
     root = Path(root)
-    if split != "test":
-        raise DataError(f"TSS has only a 'test' split, not {split!r}")
-    if not root.is_dir():
-        raise DataError(f"TSS root folder not found: {root}")
-    csv_path = root / CSV_NAME
-    if not csv_path.is_file():
-        raise DataError(f"TSS pair file not found: {csv_path}")
-    _, rows = read_csv_rows(csv_path, numeric_col=2)
+    csv_path, rows = test_split_rows(root, split, label="TSS", csv_name=CSV_NAME)
     pairs = [_make_pair(f"{csv_path}:{n}", n, row, root) for n, row in rows]
     if not pairs:
         raise DataError(f"TSS pair file lists no pairs: {csv_path}")
