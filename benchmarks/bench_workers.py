@@ -51,6 +51,9 @@ def main() -> None:
     ap.add_argument("--beam", type=int, default=4)
     ap.add_argument("--image-side", type=int, default=300)
     ap.add_argument("--backbone", default="resnet50")
+    ap.add_argument("--term-budget-mb", type=float, default=None,
+                    help="cap each process's store of layer terms (0: keep none, the regime "
+                         "of a split too large for its terms to stay in memory, as SPair-71k)")
     args = ap.parse_args()
 
     exe = [sys.executable, "-m", "scotsearch"]
@@ -61,6 +64,10 @@ def main() -> None:
                   str(args.max_layers), "--storage", url, "--cache-dir", f"{tmp}/cache",
                   "--datapath", f"{tmp}/demo"]
         env = dict(os.environ)
+        if args.term_budget_mb is not None:
+            from scotsearch.fused import TERM_BUDGET_ENV
+
+            env[TERM_BUDGET_ENV] = str(args.term_budget_mb)
         print("building the demo data and feature cache (not timed) ...", flush=True)
         subprocess.run([*exe, "-q", "cache", "--dataset", "demo", "--split", "val",
                         "--backbone", args.backbone, "--image-side", str(args.image_side),
@@ -88,6 +95,9 @@ def main() -> None:
 
     print(f"machine: {machine_name(torch.device('cpu'))}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__}")
+    kept = ("kept up to half the free memory" if args.term_budget_mb is None
+            else f"store capped at {args.term_budget_mb:g} MB per process")
+    print(f"layer terms: {kept}")
     print(f"search: demo val, {args.backbone}, image side {args.image_side}, layers "
           f"{args.layers}, beam {args.beam}, {args.max_layers} depths: {len(one)} candidates "
           f"x {n_pairs} pairs = {cp} candidate-pairs")

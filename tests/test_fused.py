@@ -210,3 +210,18 @@ def test_term_store_keeps_terms_up_to_its_budget() -> None:
     assert [mixed.get(("up", k)) is None for k in range(2)].count(True) >= 1
     assert math.isclose(float(up.sq_src.sum()), float(upsampled_sq_norms(f, (12, 12)).sum()),
                         rel_tol=1e-5)
+
+
+def test_the_term_store_budget_can_be_capped_by_the_environment(monkeypatch) -> None:
+    from scotsearch.fused import TERM_BUDGET_ENV
+    from scotsearch.fused._terms import default_budget
+
+    monkeypatch.setenv(TERM_BUDGET_ENV, "1.5")
+    assert default_budget() == 3 << 19  # 1.5 MB
+    monkeypatch.setenv(TERM_BUDGET_ENV, "0")
+    assert default_budget() == 0
+    monkeypatch.setenv(TERM_BUDGET_ENV, "lots")  # not a number: the memory-based default
+    monkeypatch.delenv(TERM_BUDGET_ENV)
+    unset = default_budget()
+    monkeypatch.setenv(TERM_BUDGET_ENV, "lots")
+    assert abs(default_budget() - unset) < 1 << 28  # free memory moves a little between reads

@@ -24,7 +24,12 @@ if TYPE_CHECKING:
     from scotsearch.fused._terms import TermStore
 
 
+#: Environment variable capping the CPU term store (MB); see :func:`_terms.default_budget`.
+#: Spelled here too so that reading it does not import torch with ``_terms``.
+TERM_BUDGET_ENV = "SCOTSEARCH_TERM_BUDGET_MB"
+
 __all__ = [
+    "TERM_BUDGET_ENV",
     "TermStore",
     "available",
     "device_budget",

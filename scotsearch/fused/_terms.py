@@ -8,6 +8,7 @@ products on every pair once per chunk instead of once per search.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic
@@ -17,6 +18,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from scotsearch.fused import TERM_BUDGET_ENV
 from scotsearch.matching import native_term
 from scotsearch.matching import source_taps
 from scotsearch.matching import upsampled_sq_norms_separable
@@ -99,14 +101,26 @@ class _Stored(Protocol):
 T = TypeVar("T", bound=_Stored)
 
 
+#: Environment variable that sets the CPU term store's budget in MB (benchmarks use 0 to
+#: reproduce, on the small demo, the regime of a large split whose terms cannot all be kept).
+BUDGET_ENV = TERM_BUDGET_ENV
+
+
 def default_budget() -> int:
-    """Bytes the term store may hold: half the memory available now (Linux), else 2 GB.
+    """Bytes the term store may hold: ``$SCOTSEARCH_TERM_BUDGET_MB`` if set, else half the
+    memory available now (Linux), else 2 GB.
 
     Half, because a base-resolution term costs a full ``[n x m]`` matrix product to form
     again (about 0.3 s per pair at the demo's side 300), and the demo search at side 300
     needs about 16 GB to keep every term of its 24 pairs: with a third of a 24 GB machine,
     half the pairs formed their terms again for every chunk of candidates.
     """
+    env = os.environ.get(BUDGET_ENV)
+    if env:
+        try:
+            return max(0, int(float(env) * (1 << 20)))
+        except ValueError:
+            pass  # not a number: the default, as for an unset variable
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
