@@ -13,7 +13,9 @@ the last writer holds it and the others read back a foreign token. The wait
 (:data:`SETTLE_S`) must exceed one storage round trip, the gap between one worker's read and
 its write. A worker that sees no other live worker skips the wait: a worker that joins later
 waits :data:`SETTLE_S` after registering before it reads any claim, so it sees every claim
-written by a worker that could not yet see it.
+written by a worker that could not yet see it. A storage slower than :data:`SETTLE_S` per
+round trip can let two workers score the same candidate: the result is a second trial with
+the same value (a wasted evaluation; resume reads the first), never a wrong score.
 
 Workers started together agree on an *epoch*, the earliest ``epoch`` among the live workers
 (a worker that finds none starts a new one). A claim belongs to its epoch: claims of an
