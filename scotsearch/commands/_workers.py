@@ -22,6 +22,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from collections.abc import Sequence
+from typing import Any
 
 from scotsearch.errors import ConfigError
 from scotsearch.errors import ScotsearchError
@@ -210,6 +211,26 @@ class _Dask(_Launch):
 
 def _pin(devices: Sequence[str], k: int) -> str | None:
     return devices[k % len(devices)] if devices else None
+
+
+def launch_workers(args: argparse.Namespace, dataset: Any, source: Any, *,
+                   extra_argv: Sequence[str] = (), progress: Callable[[], int] | None = None,
+                   total: int = 0, unit: str = "trial") -> int:
+    """``--workers N`` / ``--dask-scheduler`` for a command: the features cached once here,
+    then :func:`run_workers` on this command line (plus ``extra_argv``). Returns the number
+    of workers that ran."""
+    import sys
+
+    from scotsearch.cache import CachedSource
+    from scotsearch.cache import build_cache
+
+    if isinstance(source, CachedSource):
+        # Once, before the workers: they would otherwise all extract the same images.
+        build_cache(dataset, source, progress=not args.quiet)
+    devices = [d.strip() for d in args.devices.split(",")] if args.devices else []
+    argv = [*(getattr(args, "_argv", None) or sys.argv[1:]), *extra_argv]
+    return run_workers(argv, args.workers, devices, scheduler=args.dask_scheduler,
+                       progress=progress, total=total, show=not args.quiet, unit=unit)
 
 
 def run_workers(argv: Sequence[str], n: int, devices: Sequence[str], *,

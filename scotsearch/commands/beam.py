@@ -102,29 +102,19 @@ def default_study_name(
 
 def _run_workers(args: argparse.Namespace, dataset: object, source: object,
                  storage: optuna.storages.BaseStorage, name: str) -> int:
-    """--workers N / --dask-scheduler: the features cached once here, then N copies of this
-    command, which search the study together (a team). Returns the number of workers."""
-    import sys
-
-    from scotsearch.cache import CachedSource
-    from scotsearch.cache import build_cache
-    from scotsearch.commands._workers import run_workers
+    """--workers N / --dask-scheduler: N copies of this command search the study together
+    (a team). Returns the number of workers."""
+    from scotsearch.commands._workers import launch_workers
     from scotsearch.study import completed_trials
     from scotsearch.study import open_study
-
-    if isinstance(source, CachedSource):
-        # Once, before the workers: they would otherwise all extract the same images.
-        build_cache(dataset, source, progress=not args.quiet)  # type: ignore[arg-type]
-    devices = [d.strip() for d in args.devices.split(",")] if args.devices else []
-    argv = list(getattr(args, "_argv", None) or sys.argv[1:])
-    if args.study is None:
-        argv += ["--study", name]  # every worker on the name this process derived
 
     def stored() -> int:
         return len(completed_trials(open_study(name, storage), search="beam"))
 
-    return run_workers(argv, args.workers, devices, scheduler=args.dask_scheduler,
-                       progress=stored, total=0, show=not args.quiet, unit="cand")
+    # every worker on the study name this process derived
+    extra = ["--study", name] if args.study is None else []
+    return launch_workers(args, dataset, source, extra_argv=extra, progress=stored,
+                          unit="cand")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -133,14 +123,12 @@ def run(args: argparse.Namespace) -> int:
     from scotsearch.commands.common import match_from_args
     from scotsearch.commands.common import open_dataset
     from scotsearch.commands.common import profile_from_args
-    from scotsearch.commands.common import refuse_dense
-    from scotsearch.commands.common import refuse_mask_dataset
+    from scotsearch.commands.common import refuse_unsearchable
     from scotsearch.commands.common import resolve_device
     from scotsearch.commands.common import resolve_precision
     from scotsearch.layers import n_layers
 
-    refuse_mask_dataset(args, "beam")
-    refuse_dense(args, "beam")
+    refuse_unsearchable(args, "beam")
     reference = reference_algorithm(args.compat, args.algorithm)
     layer_ids = None
     if args.layers is not None:

@@ -219,30 +219,32 @@ def _check_sizes(args: argparse.Namespace) -> None:
 #: Benchmarks scored by masks, not PCK (:mod:`scotsearch.masks`): evaluate only.
 MASK_DATASETS = ("caltech",)
 
+#: Benchmarks a layer search cannot run on, and why (their refusal's text after the
+#: command's name). The library refuses them too (``Dataset.require_keypoint_pck``), but only
+#: once the split is read; these lines come before anything is read.
+_NOT_SEARCHABLE = {
+    # Caltech-101 has neither keypoints nor a validation split (HPF evaluated it with its
+    # PF-PASCAL layers), so a search there would fit the test pairs.
+    "caltech": "does not search on --dataset caltech: it has only a test split and no "
+               "keypoints (HPF reused its PF-PASCAL layers); search on another benchmark and "
+               "score the layers with 'scotsearch evaluate --dataset caltech'",
+    # TSS is scored by dense flow (scotsearch.tss_eval), one layer set at a time.
+    "tss": "searches by keypoint PCK and cannot run on --dataset tss (dense flow); search on "
+           "spair or pfpascal and score the layers with 'scotsearch evaluate --dataset tss "
+           "--layers ...'",
+}
 
-def refuse_mask_dataset(args: argparse.Namespace, command: str) -> None:
-    """``beam`` and ``tune`` optimise PCK on a validation split; Caltech-101 has neither
-    keypoints nor a validation split (HPF evaluated it with its PF-PASCAL layers), so a
-    search there would fit the test pairs. Refused in one line, before anything is read."""
-    if getattr(args, "dataset", None) in MASK_DATASETS:
-        raise ConfigError(
-            f"{command} does not search on --dataset {args.dataset}: it has only a test split "
-            "and no keypoints (HPF reused its PF-PASCAL layers); search on another benchmark "
-            f"and score the layers with 'scotsearch evaluate --dataset {args.dataset}'")
 
+def refuse_unsearchable(args: argparse.Namespace, command: str) -> None:
+    """Refuse ``beam`` or ``tune`` on a benchmark not scored by keypoint PCK, in one line,
+    before anything is read.
 
-def refuse_dense(args: argparse.Namespace, command: str) -> None:
-    """Refuse a layer search or tuning on TSS in one line, before any work.
-
-    The searches score keypoint PCK with the batched keypoint evaluator; TSS is scored by
-    dense flow (:mod:`scotsearch.tss_eval`), one layer set at a time.
+    Raises:
+        ConfigError: ``--dataset`` is Caltech-101 or TSS.
     """
-    if getattr(args, "dataset", None) == "tss":
-        raise ConfigError(
-            f"{command} searches by keypoint PCK and cannot run on --dataset tss (dense flow); "
-            "search on spair or pfpascal and score the layers with 'scotsearch evaluate "
-            "--dataset tss --layers ...'"
-        )
+    why = _NOT_SEARCHABLE.get(getattr(args, "dataset", None) or "")
+    if why is not None:
+        raise ConfigError(f"{command} {why}")
 
 
 def open_dataset(args: argparse.Namespace) -> Dataset:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 import optuna
@@ -85,8 +84,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    common.refuse_mask_dataset(args, "tune")
-    common.refuse_dense(args, "tune")
+    common.refuse_unsearchable(args, "tune")
     if args.trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {args.trials}")
     if args.batch_pairs < 1:
@@ -160,25 +158,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_workers(args: argparse.Namespace, dataset: Dataset, source: object,
                  storage: optuna.storages.BaseStorage) -> int:
-    """--workers N: the features cached once here, then N copies of this command."""
-    from scotsearch.cache import CachedSource
-    from scotsearch.cache import build_cache
-    from scotsearch.commands._workers import run_workers
+    """--workers N / --dask-scheduler: N copies of this command share the study."""
+    from scotsearch.commands._workers import launch_workers
     from scotsearch.search.tune import COUNTED
     from scotsearch.search.tune_result import summary_best
-
-    if isinstance(source, CachedSource):
-        # Once, before the workers: they would otherwise all extract the same images.
-        build_cache(dataset, source, progress=not args.quiet)
-    devices = [d.strip() for d in args.devices.split(",")] if args.devices else []
 
     def counted() -> int:
         study = optuna.load_study(study_name=args.study, storage=storage)
         return len(study.get_trials(deepcopy=False, states=COUNTED))
 
-    argv = getattr(args, "_argv", None) or sys.argv[1:]
-    n = run_workers(argv, args.workers, devices, scheduler=args.dask_scheduler,
-                    progress=counted, total=args.trials, show=not args.quiet)
+    n = launch_workers(args, dataset, source, progress=counted, total=args.trials)
     study = optuna.load_study(study_name=args.study, storage=storage)
     best = summary_best(study)
     best_text = "none yet" if best is None else f"{best.value:.2f} (trial {best.number})"

@@ -127,9 +127,12 @@ class TeamScorer:
         mine: dict[Subset, float] = {}
         while left:
             attrs = self.team.attrs()
+            # One liveness scan per read (it looks at /proc for this host's workers), not
+            # one per candidate.
+            live = self.team.live(attrs)
             free, busy = [], []
             for s in left:
-                state = self.team.state(self._unit(s), attrs)
+                state = self.team.state(self._unit(s), attrs, live)
                 if state == "done":
                     self.progress.scored(1)
                 elif state == "taken":
@@ -141,7 +144,7 @@ class TeamScorer:
                 if left:
                     time.sleep(POLL_S)
                 continue
-            batch = free[:min(self.chunk, math.ceil(len(free) / self.team.size(attrs)))]
+            batch = free[:min(self.chunk, math.ceil(len(free) / self.team.size(live)))]
             taken_over = any(CLAIM_PREFIX + self._unit(s) in attrs for s in batch)
             won = set(self.team.claim([self._unit(s) for s in batch], attrs))
             batch = [s for s in batch if self._unit(s) in won]

@@ -153,10 +153,10 @@ class BeamTeam:
         """The live workers in ``attrs`` (this one included while it is registered)."""
         return live_workers(attrs, now=time.time(), host=self.host)
 
-    def size(self, attrs: Mapping[str, Any]) -> int:
-        """How many workers share the work: the live ones, or those launched together with
-        this one while some have not registered yet."""
-        return max(1, self.expected, len(self.live(attrs)))
+    def size(self, live: Mapping[str, Any]) -> int:
+        """How many workers share the work: the ``live`` ones, or those launched together
+        with this one while some have not registered yet."""
+        return max(1, self.expected, len(live))
 
     def _record(self, **extra: Any) -> dict[str, Any]:
         return {"host": self.host, "pid": os.getpid(), "beat": time.time(),
@@ -212,10 +212,12 @@ class BeamTeam:
         self.leave()
 
     # -- claims -------------------------------------------------------------------------
-    def state(self, unit: str, attrs: Mapping[str, Any]) -> str:
-        """:func:`unit_state` of ``unit`` in ``attrs`` for this worker."""
+    def state(self, unit: str, attrs: Mapping[str, Any],
+              live: Mapping[str, Any] | None = None) -> str:
+        """:func:`unit_state` of ``unit`` in ``attrs`` for this worker (``live``: the live
+        workers of the same read, to look at many units without scanning again)."""
         return unit_state(attrs.get(CLAIM_PREFIX + unit), epoch=self.epoch,
-                          live=self.live(attrs), me=self.token)
+                          live=self.live(attrs) if live is None else live, me=self.token)
 
     def claim(self, units: Sequence[str], attrs: Mapping[str, Any]) -> list[str]:
         """Try to claim ``units`` (free in ``attrs``, a fresh read); returns those now ours.
