@@ -50,7 +50,10 @@ WORKER = textwrap.dedent(
                 os.kill(os.getpid(), signal.SIGKILL)
             kw["progress"] = progress
         time.sleep(0.1)  # so that the workers' batches overlap
-        return real_score(subsets, **kw)
+        scores = real_score(subsets, **kw)
+        with open(out + ".calls", "a") as f:  # what this worker scored (a finished call)
+            f.write(json.dumps([[list(s) for s in subsets], kw.get("pair_index")]) + "\\n")
+        return scores
 
     ev.score = score
     open(out + ".ready", "w").close()
@@ -78,6 +81,8 @@ def start_team(tmp_path: Path, storage: str, kill_at: list[int]) -> list[subproc
     deadline = time.monotonic() + 120
     while not all((tmp_path / f"out{k}.json.ready").exists() for k in range(len(procs))):
         assert time.monotonic() < deadline, "the workers did not start"
+        for k, p in enumerate(procs):
+            assert p.poll() is None, (tmp_path / f"err{k}.txt").read_text()
         time.sleep(0.05)
     go.touch()
     return procs
@@ -108,6 +113,8 @@ def single_process(tmp_path: Path) -> tuple[dict[str, float], object]:
 
 
 def check_team(tmp_path: Path, storage: str, kill_at: list[int]) -> list[dict]:
+    """Run a team; check its study is the single process's and each (candidate, pair) was
+    scored once. Returns the finished workers' outputs, each with its ``calls``."""
     want, ref = single_process(tmp_path)
     procs = start_team(tmp_path, storage, kill_at)
     # reap every worker as it ends (a killed one left unreaped would look alive)
@@ -124,12 +131,26 @@ def check_team(tmp_path: Path, storage: str, kill_at: list[int]) -> list[dict]:
         assert p.returncode == 0, err
         outs.append(json.loads((tmp_path / f"out{k}.json").read_text()))
     got, keys, failed = trials(storage)
-    assert len(keys) == len(set(keys)), "a candidate was scored twice"
+    assert len(keys) == len(set(keys)), "a candidate was stored twice"
+    # Every candidate was scored on every pair by the team, each (candidate, pair) once
+    # (a killed worker's unfinished call aside): the units partition the work.
+    done: list[tuple[str, int]] = []
+    calls = []
+    for k in range(len(procs)):
+        path = tmp_path / f"out{k}.json.calls"
+        calls.append([json.loads(x) for x in path.read_text().splitlines()]
+                     if path.exists() else [])
+        for subsets, pair_index in calls[-1]:
+            done += [(",".join(map(str, s)), p) for s in subsets for p in pair_index]
+    assert len(done) == len(set(done)), "a candidate was scored twice on a pair"
+    n_pairs = int(ref.study.user_attrs["identity"]["n_pairs"])
+    assert sorted(done) == sorted((key, p) for key in got for p in range(n_pairs))
     assert not failed
     assert got == want  # the same candidates with the same scores, to the last bit
     for o in outs:  # every worker derived the single process's result
         assert (o["best"], o["pck"]) == (ref.result.best.key, ref.result.best.score)
-    return outs
+    finished = [k for k, kill in enumerate(kill_at) if kill <= 0]
+    return [{**o, "calls": calls[k]} for k, o in zip(finished, outs)]
 
 
 def test_three_workers_on_sqlite_give_the_single_process_study(tmp_path: Path) -> None:
@@ -137,8 +158,13 @@ def test_three_workers_on_sqlite_give_the_single_process_study(tmp_path: Path) -
     outs = check_team(tmp_path, storage, [-1, -1, -1])
     here = [o["here"] for o in outs]
     n_total = len(trials(storage)[0])
-    assert sum(here) == n_total, here  # each candidate scored by exactly one worker
+    assert sum(here) == n_total, here  # each candidate stored by exactly one worker
     assert sum(h > 0 for h in here) >= 2, here  # and the work was shared
+    # Started together, the workers split the pairs: two of them own a pair each (the
+    # split has 2 pairs) and score it for every candidate; the third, left without a
+    # block, helps where units are free.
+    one_pair = [o for o in outs if o["calls"] and all(len(p) == 1 for _, p in o["calls"])]
+    assert len(one_pair) >= 2, [o["calls"] for o in outs]
 
 
 def test_three_workers_on_a_journal_file_one_killed(tmp_path: Path) -> None:
@@ -204,3 +230,73 @@ def test_studies_lists_the_live_workers(tmp_path: Path, capsys) -> None:
     tune.tell(trial, 0.5)
     assert cli.main(["studies", "--storage", url]) == 0
     assert "live workers:" not in capsys.readouterr().out
+
+
+def test_a_candidates_counts_do_not_depend_on_the_call_that_scores_it() -> None:
+    """What lets a team split a depth by candidates and by blocks of pairs and still store
+    the single process's scores: per engine, each (candidate, pair) count is the same, to
+    the bit, whichever candidates and pairs share the evaluator call."""
+    import numpy as np
+
+    from scotsearch.config import MatchConfig
+    from scotsearch.evaluate import Evaluator
+    from scotsearch.metrics import mean_pck
+    from scotsearch.presets import get_profile
+    from scotsearch.testing import SyntheticSource
+    from scotsearch.testing import synthetic_dataset
+
+    ds = synthetic_dataset(5, seed=3, image_hw=(64, 80))
+    src = SyntheticSource(informative=(0, 2, 5), image_hw=(64, 80))
+    # a beam's depth: children of two parents, and singletons
+    subsets = [(0, 2), (0, 2, 5), (2, 5), (0, 2, 7), (4,), (2, 5, 9)]
+    for engine in ("eager", "fused"):
+        ev = Evaluator(ds, src, match=MatchConfig.from_variant("ot-rhm-stair"),
+                       profile=get_profile("scot"), alphas=(0.1,), engine=engine)
+        whole = ev.score(subsets)
+        assert whole.n_correct.sum() > 0
+        # two blocks of interleaved pairs, each scored with the candidates cut otherwise
+        got = np.zeros_like(whole.n_correct)
+        for pos, cut in (([0, 2, 4], 4), ([1, 3], 1)):
+            for c0 in range(0, len(subsets), cut):
+                part = ev.score(subsets[c0:c0 + cut], pair_index=pos)
+                got[c0:c0 + cut, :, pos] = part.n_correct
+        np.testing.assert_array_equal(got, whole.n_correct, err_msg=engine)
+        # and the assembled row's mean is the whole call's, to the bit
+        for k in range(len(subsets)):
+            assert mean_pck(got[k, 0] / whole.n_kps) == whole.mean()[k, 0]
+
+
+def test_the_first_worker_at_a_depth_splits_its_pairs_for_the_team(tmp_path: Path) -> None:
+    from scotsearch.study import BeamTeam
+    from scotsearch.study import open_storage
+    from scotsearch.study import open_study
+
+    st = open_storage(f"sqlite:///{tmp_path}/s.db")
+    open_study("s", st)
+    a, b = BeamTeam(st, "s"), BeamTeam(st, "s")
+    a.join()
+    b.join()
+    try:
+        assert a.epoch == b.epoch
+        owners = a.split(0, 10)
+        assert owners == sorted([a.token, b.token])  # one block per live worker
+        assert b.split(0, 10) == owners  # read back, not split again
+        assert a.split(1, 1) == [min(a.token, b.token)]  # never more blocks than pairs
+        c = BeamTeam(st, "s")
+        c.join()
+        try:
+            assert c.split(0, 10) == owners  # a late joiner keeps the depth's split
+            assert c.split(2, 10) == sorted([a.token, b.token, c.token])  # and is in the next
+        finally:
+            c.leave()
+    finally:
+        a.leave()
+        b.leave()
+    # A new team (a re-run) has a new epoch: the old splits are not its own.
+    d = BeamTeam(st, "s")
+    d.join()
+    try:
+        assert d.epoch != a.epoch
+        assert d.split(0, 10) == [d.token]
+    finally:
+        d.leave()

@@ -20,6 +20,7 @@ import numpy as np
 from scotsearch.errors import first_line
 from scotsearch.errors import is_out_of_memory
 from scotsearch.evaluate import Evaluator
+from scotsearch.evaluate import Scores
 from scotsearch.layers import format_layers
 from scotsearch.memory import release_after_out_of_memory
 from scotsearch.metrics import mean_pck
@@ -98,9 +99,8 @@ class CandidateScorer:
         """Validation PCK x 100 of each subset (NaN for a raced-out or failed one)."""
         return self._full(subsets) if self.race is None else self._raced(subsets)
 
-    def _failed(self, subsets: Sequence[Subset], exc: BaseException) -> None:
-        """Record ``subsets`` as failed because scoring them ran out of memory."""
-        error = f"out of memory: {first_line(exc)}"
+    def _failed(self, subsets: Sequence[Subset], error: str) -> None:
+        """Record ``subsets`` as failed because scoring them ran out of memory (``error``)."""
         log.warning(
             "%d candidate(s) ran out of memory (%s); stored as failed, the search goes on "
             "without them and a re-run retries them (or lower --chunk or --image-side)",
@@ -121,9 +121,15 @@ class CandidateScorer:
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
-            self._failed(subsets, exc)
+            self._failed(subsets, f"out of memory: {first_line(exc)}")
             return [math.nan] * len(subsets)
         wall = (time.perf_counter() - t0) / len(subsets)
+        return self._record(subsets, scores, [wall] * len(subsets),
+                            [self.evaluator.engine_used] * len(subsets))
+
+    def _record(self, subsets: Sequence[Subset], scores: Scores, walls: Sequence[float],
+                engines: Sequence[str | None]) -> list[float]:
+        # Scores of every pair, in ``pairs`` order: the trial's attrs and its value.
         pck = scores.pck[:, 0, :]  # [S x P]
         mean = scores.mean()[:, 0]
         pooled = scores.pooled()[:, 0]
@@ -131,10 +137,53 @@ class CandidateScorer:
             self._extras[s] = {
                 "pooled_pck": float(pooled[k]),
                 "per_category": {c: mean_pck(pck[k, ix]) for c, ix in self.cat_index.items()},
-                "wall_time": float(wall),
-                "engine": self.evaluator.engine_used,
+                "wall_time": float(walls[k]),
+                "engine": engines[k],
             }
         return [float(v) for v in mean]
+
+    def score_block(self, subsets: list[Subset], block: Sequence[int]) -> list[dict[str, Any]]:
+        """Score ``subsets`` on the pairs at positions ``block`` of ``pairs`` (one evaluator
+        call): each subset's partial result, a JSON-able record for :meth:`assemble`.
+
+        Running out of memory gives records that say ``failed`` with the ``error``.
+        """
+        self.progress.chunk_start(len(subsets))
+        t0 = time.perf_counter()
+        try:
+            scores = self.evaluator.score([self.ids(s) for s in subsets],
+                                          pair_index=[self.pairs[p] for p in block],
+                                          progress=self.progress.pair_done)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            release_after_out_of_memory()
+            return [{"failed": True, "error": f"out of memory: {first_line(exc)}"}] * len(subsets)
+        wall = (time.perf_counter() - t0) / len(subsets)
+        n_kps = scores.n_kps.tolist()
+        return [{"correct": scores.n_correct[k, 0, :].tolist(), "n_kps": n_kps, "wall": wall,
+                 "engine": self.evaluator.engine_used} for k in range(len(subsets))]
+
+    def assemble(self, subset: Subset, blocks: Sequence[Sequence[int]],
+                 parts: Sequence[dict[str, Any]]) -> float:
+        """The score of ``subset`` from its partial results ``parts`` on the pair positions
+        ``blocks`` (together every pair once), with the same arithmetic as an evaluator
+        call on every pair, so the value and attrs equal the unsplit scoring's to the bit."""
+        failed = [p for p in parts if p.get("failed")]
+        if failed:
+            self._failed([subset], str(failed[0]["error"]))
+            return math.nan
+        n = len(self.pairs)
+        correct = np.zeros((1, 1, n), dtype=np.int64)
+        n_kps = np.zeros(n, dtype=np.int64)
+        for pos, part in zip(blocks, parts):
+            correct[0, 0, list(pos)] = part["correct"]
+            n_kps[list(pos)] = part["n_kps"]
+        scores = Scores(subsets=[self.ids(subset)], alphas=self.evaluator.alphas[:1],
+                        pair_index=self.pairs, n_correct=correct, n_kps=n_kps)
+        engines = sorted({str(p["engine"]) for p in parts})
+        return self._record([subset], scores, [sum(float(p["wall"]) for p in parts)],
+                            ["+".join(engines)])[0]
 
     def _raced(self, subsets: list[Subset]) -> list[float]:
         assert self.race is not None
@@ -160,7 +209,7 @@ class CandidateScorer:
                 except Exception as exc:
                     if not is_out_of_memory(exc):
                         raise
-                    self._failed([subsets[i] for i in part], exc)
+                    self._failed([subsets[i] for i in part], f"out of memory: {first_line(exc)}")
                     failed.update(part)
                     continue
                 walls[part] += (time.perf_counter() - t0) / len(part)

@@ -7,9 +7,11 @@ nothing stored is scored again. A chunk that runs out of memory is stored as FAI
 the search goes on without it; a re-run scores those candidates again.
 
 Any number of processes running the same search on the same storage cooperate (a *team*,
-:mod:`scotsearch.search._beam_team`): they split each depth's chunks between them through
-claims in the study, take over the chunks of a worker that died, and each derives the next
-depth from the stored scores. A racing search (``race``) runs in one process per study.
+:mod:`scotsearch.search._beam_team`): each depth's pairs are dealt into one block per
+worker, each worker scores every candidate on its own block, claimed through the study, the
+candidates' trials are assembled from the blocks' per-pair counts, the blocks of a worker
+that died are taken over, and each worker derives the next depth from the stored scores. A
+racing search (``race``) runs in one process per study.
 """
 
 from __future__ import annotations

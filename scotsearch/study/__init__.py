@@ -49,6 +49,7 @@ from scotsearch.study._storage import resolve_storage
 from scotsearch.study._storage import storage_exists
 from scotsearch.study._storage import storage_url
 from scotsearch.study._team import CLAIM_PREFIX
+from scotsearch.study._team import SPLIT_PREFIX
 from scotsearch.study._team import TEAM_SIZE_ENV
 from scotsearch.study._team import WORKER_PREFIX
 from scotsearch.study._team import BeamTeam
@@ -72,6 +73,7 @@ __all__ = [
     "BeamLease",
     "BeamTeam",
     "CLAIM_PREFIX",
+    "SPLIT_PREFIX",
     "WORKER_PREFIX",
     "HEARTBEAT_ATTR",
     "STORAGE_ENV",

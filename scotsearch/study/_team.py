@@ -2,8 +2,9 @@
 
 Any number of ``scotsearch beam`` processes with the same command and storage search one
 study together. Each registers itself in the study (:data:`WORKER_PREFIX` + its token, a
-record renewed every :data:`RENEW_S` seconds) and claims units of a depth's candidates
-(:data:`CLAIM_PREFIX` + the unit's key) before scoring them; a unit whose claim belongs to a
+record renewed every :data:`RENEW_S` seconds) and claims units of a depth's work (a
+candidate, or a candidate on one block of pairs: :data:`CLAIM_PREFIX` + the unit's key)
+before scoring them; a unit whose claim belongs to a
 worker that stopped renewing (:data:`STALE_S`) or whose process on this host is gone is
 claimed again by another worker.
 
@@ -16,6 +17,14 @@ waits :data:`SETTLE_S` after registering before it reads any claim, so it sees e
 written by a worker that could not yet see it. A storage slower than :data:`SETTLE_S` per
 round trip can let two workers score the same candidate: the result is a second trial with
 the same value (a wasted evaluation; resume reads the first), never a wrong score.
+
+Each depth is split once for the whole team (:data:`SPLIT_PREFIX` + the depth): the first
+worker to reach it writes the live workers' tokens, sorted, as the owners of as many blocks
+of the split's pairs (write, wait, read back, like a claim; the last writer's split holds).
+A worker claims the units of its own block without the wait when every live worker owns a
+block: nobody else claims them while it lives. Units of a dead owner's block, and any unit
+claimed by a worker that joined after the split (it owns no block and helps wherever units
+are free), go through the wait.
 
 Workers started together agree on an *epoch*, the earliest ``epoch`` among the live workers
 (a worker that finds none starts a new one). A claim belongs to its epoch: claims of an
@@ -44,6 +53,8 @@ from scotsearch._io import pid_alive
 WORKER_PREFIX = "scotsearch:beam_worker:"
 #: Study system attribute prefix of the claims, then the unit's key.
 CLAIM_PREFIX = "scotsearch:beam_claim:"
+#: Study system attribute prefix of a depth's split of the pairs between workers.
+SPLIT_PREFIX = "scotsearch:beam_split:"
 #: Seconds between renewals of a worker's record, and without one after which it is dead.
 RENEW_S = 10.0
 STALE_S = 60.0
@@ -187,6 +198,16 @@ class BeamTeam:
                 self.beat()
         self._thread = threading.Thread(target=self._renew, name="beam-team", daemon=True)
         self._thread.start()
+        if not self._alone:
+            self._await_launched()
+
+    def _await_launched(self) -> None:
+        # Workers launched together split the first depth between all of them: wait (at
+        # most STALE_S, for a launched worker that failed to start) until they are live.
+        deadline = time.monotonic() + STALE_S
+        while (len(self.live(self.attrs())) < self.expected
+               and time.monotonic() < deadline):
+            time.sleep(SETTLE_S)
 
     def _renew(self) -> None:
         while not self._stop.wait(RENEW_S):
@@ -219,17 +240,41 @@ class BeamTeam:
         return unit_state(attrs.get(CLAIM_PREFIX + unit), epoch=self.epoch,
                           live=self.live(attrs) if live is None else live, me=self.token)
 
-    def claim(self, units: Sequence[str], attrs: Mapping[str, Any]) -> list[str]:
+    def split(self, depth: int, n_blocks_max: int) -> list[str]:
+        """The owners (worker tokens) of the blocks of ``depth``'s pairs, one per block.
+
+        Read from the study, or, for the first worker at this depth, the live workers (at
+        most ``n_blocks_max``, one block per pair at least) written as the split and read
+        back after the wait: of workers that write together, the last writer's split holds.
+        """
+        key = SPLIT_PREFIX + f"d{depth}"
+        attrs = self.attrs()
+        rec = attrs.get(key)
+        if isinstance(rec, dict) and rec.get("epoch") == self.epoch:
+            return [str(t) for t in rec["owners"]]
+        owners = sorted(self.live(attrs) | {self.token: {}})[:max(1, n_blocks_max)]
+        self._storage.set_study_system_attr(
+            self._study_id, key, {"epoch": self.epoch, "owners": owners, "by": self.token})
+        if self._alone or set(self.live(attrs)) <= {self.token}:
+            return owners
+        time.sleep(SETTLE_S)
+        rec = self._storage.get_study_system_attrs(self._study_id)[key]
+        return [str(t) for t in rec["owners"]]
+
+    def claim(self, units: Sequence[str], attrs: Mapping[str, Any], *,
+              contended: bool = True) -> list[str]:
         """Try to claim ``units`` (free in ``attrs``, a fresh read); returns those now ours.
 
-        One wait for all of them: the claims are written, then read back together.
+        One wait for all of them: the claims are written, then read back together. Without
+        the wait where no other live worker or ``contended`` is false (units that only this
+        worker may claim: its own block's while every live worker owns a block).
         """
         others = set(self.live(attrs)) - {self.token}
         for unit in units:
             self._storage.set_study_system_attr(
                 self._study_id, CLAIM_PREFIX + unit,
                 {"token": self.token, "epoch": self.epoch, "at": time.time()})
-        if not others or self._alone:
+        if not others or self._alone or not contended:
             return list(units)
         time.sleep(SETTLE_S)
         now = self._storage.get_study_system_attrs(self._study_id)
@@ -237,10 +282,16 @@ class BeamTeam:
                 if isinstance(now.get(CLAIM_PREFIX + u), dict)
                 and now[CLAIM_PREFIX + u].get("token") == self.token]
 
-    def finish(self, units: Sequence[str]) -> None:
-        """Mark ``units`` done (their candidates are stored)."""
-        self.scored += len(units)
-        for unit in units:
-            self._storage.set_study_system_attr(
-                self._study_id, CLAIM_PREFIX + unit,
-                {"token": self.token, "epoch": self.epoch, "at": time.time(), "done": True})
+    def finish(self, units: Sequence[str], results: Sequence[dict[str, Any]] | None = None,
+               *, count: bool = True) -> None:
+        """Mark ``units`` done, each with its entry of ``results`` (a block's partial result,
+        read by the worker that assembles the candidate) or nothing (its candidate is
+        stored). ``count``: the units count as this worker's work."""
+        if count:
+            self.scored += len(units)
+        for k, unit in enumerate(units):
+            rec: dict[str, Any] = {"token": self.token, "epoch": self.epoch,
+                                   "at": time.time(), "done": True}
+            if results is not None:
+                rec["result"] = results[k]
+            self._storage.set_study_system_attr(self._study_id, CLAIM_PREFIX + unit, rec)
