@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import io
 import os
+import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -35,9 +36,11 @@ def add_worker_args(g: argparse._ArgumentGroup, *, what: str) -> None:
                    help=f"run {what} in N worker processes on this machine (joblib), each "
                         "with 1/N of the CPU threads; the study storage coordinates them "
                         "(default 1: this process). With --dask-scheduler: N tasks on the "
-                        "cluster (default: one per Dask worker). Pays off with one device or "
-                        "machine per worker: on one CPU the workers share its memory bandwidth "
-                        "and each forms the layer terms again (README, Performance)")
+                        "cluster (default: one per Dask worker). beam's workers split each "
+                        "depth's pairs, so each forms the layer terms of its own pairs only; "
+                        "on one CPU they share its memory bandwidth, so N workers give less "
+                        "than N times one (README, Performance); one device or machine per "
+                        "worker scales best")
     g.add_argument("--devices", default=None,
                    help="with --workers: comma-separated devices the workers are pinned to, "
                         "round robin (e.g. cuda:0,cuda:1)")
@@ -123,6 +126,14 @@ def _run_one(argv: list[str], threads: int, team: int = 1) -> int:
     from scotsearch.study import TEAM_SIZE_ENV
 
     torch.set_num_threads(max(1, threads))
+    # numba's kernels (the fused CPU chain) size their pool from this at import, and
+    # default to every core: N workers would each run that many threads.
+    os.environ["NUMBA_NUM_THREADS"] = str(max(1, threads))
+    if "numba" in sys.modules:
+        import numba
+
+        numba.set_num_threads(min(max(1, threads),
+                                  numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     # A beam worker sizes its batches by the team; the ones launched together are promised
     # here, before they can see each other in the study.
     os.environ[TEAM_SIZE_ENV] = str(team)
