@@ -225,3 +225,48 @@ def test_the_term_store_budget_can_be_capped_by_the_environment(monkeypatch) -> 
     unset = default_budget()
     monkeypatch.setenv(TERM_BUDGET_ENV, "lots")
     assert abs(default_budget() - unset) < 1 << 28  # free memory moves a little between reads
+
+
+def test_fused_sums_do_not_depend_on_the_thread_count(monkeypatch) -> None:
+    """A study scored by workers pinned to one thread each, or resumed on a machine with more
+    cores, holds what one process with every core would: the kernels' column sums and Hough
+    histograms are accumulated per fixed block of rows, not per thread, so every sum is
+    the same to the bit. (With one block per thread, 1 and 2 threads moved one keypoint of
+    6,365 on the demo at side 300.)"""
+    import numba
+
+    from scotsearch.fused import _kernels
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba runs one thread here")
+    seen: list[np.ndarray] = []
+    for name in ("gibbs", "plan_votes_hist"):
+        real = getattr(_kernels, name)
+
+        def record(*args, _real=real):  # the partial sums are the last argument
+            _real(*args)
+            seen.append(args[-1].sum(0))
+
+        monkeypatch.setattr(_kernels, name, record)
+    ds = synthetic_dataset(3, seed=2, image_hw=(64, 80))
+    src = SyntheticSource(informative=(0, 2, 5), image_hw=(64, 80))
+    subsets = [(0,), (2,), (0, 2), (0, 2, 5), (4, 9)]
+    runs = []
+    before = numba.get_num_threads()
+    try:
+        for n in (1, 2):
+            numba.set_num_threads(n)
+            seen.clear()
+            ev = Evaluator(ds, src, match=MatchConfig.from_variant("ot-rhm"),
+                           profile=get_profile("scot"), alphas=(0.1,), engine="fused")
+            _, pred = ev.predict(subsets)
+            runs.append((list(seen), pred))
+    finally:
+        numba.set_num_threads(before)
+    (sums_1, pred_1), (sums_2, pred_2) = runs
+    assert len(sums_1) == len(sums_2) == 2 * len(subsets) * len(ds.pairs)
+    for a, b in zip(sums_1, sums_2):
+        np.testing.assert_array_equal(a, b)
+    for row_1, row_2 in zip(pred_1, pred_2):
+        for a, b in zip(row_1, row_2):
+            np.testing.assert_array_equal(a, b)
