@@ -9,8 +9,19 @@ candidates with the same scores, and prints the throughputs and their ratio.
 
 A third run gives the machine's ceiling for two processes: two independent single-thread
 searches (separate studies, no team) at once, each scoring every candidate. Their combined
-throughput over the single run's is the most any split of the work between two processes
-can reach here; on a VM whose cores share memory bandwidth it is well below 2.
+throughput over the single run's is what two processes reach here when neither shares any
+work with the other; on a VM whose cores share memory bandwidth it is well below 2.
+
+Each round also times a search of two candidates (layers 14-15, one depth) with one process
+and with ``--workers 2``: the difference is what launching the team costs (the workers'
+process start and imports, their registration, the parent's reading of the result and the
+workers' exit), a fixed cost per run that a long search does not notice. The speed-up
+without it is printed beside the end-to-end one.
+
+The three runs are repeated ``--rounds`` times, alternating, because this kind of machine's
+timings drift by tens of percent between runs minutes apart; each round's ratios are printed
+and their medians. The CPU columns are the runs' user and system seconds (all processes):
+system time is mostly the kernel handing out fresh memory pages (the layer terms).
 
 The issue's target (#13): >= 1.7x on the 2-core machine.
 
@@ -23,6 +34,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,10 +45,22 @@ import optuna
 from optuna.trial import TrialState
 
 
-def run(cmd: list[str], env: dict[str, str]) -> float:
+def children_cpu() -> tuple[float, float]:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime, r.ru_stime
+
+
+def timed(cmds: list[list[str]], env: dict[str, str]) -> tuple[float, float, float]:
+    """Run ``cmds`` at once; wall, user and system seconds of all their processes."""
+    u0, s0 = children_cpu()
     t0 = time.perf_counter()
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    procs = [subprocess.Popen(c, env=env, stdout=subprocess.DEVNULL) for c in cmds]
+    codes = [p.wait() for p in procs]
+    wall = time.perf_counter() - t0
+    if any(codes):
+        sys.exit(f"a search failed: exit codes {codes}")
+    u1, s1 = children_cpu()
+    return wall, u1 - u0, s1 - s0
 
 
 def trials(url: str, name: str) -> dict[str, float]:
@@ -51,6 +76,8 @@ def main() -> None:
     ap.add_argument("--beam", type=int, default=4)
     ap.add_argument("--image-side", type=int, default=300)
     ap.add_argument("--backbone", default="resnet50")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="times the three runs are repeated, alternating (default 2)")
     ap.add_argument("--term-budget-mb", type=float, default=None,
                     help="cap each process's store of layer terms (0: keep none, the regime "
                          "of a split too large for its terms to stay in memory, as SPair-71k)")
@@ -59,10 +86,11 @@ def main() -> None:
     exe = [sys.executable, "-m", "scotsearch"]
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/bench.db"
-        common = ["beam", "--backbone", args.backbone, "--image-side", str(args.image_side),
-                  "--layers", args.layers, "--beam", str(args.beam), "--max-layers",
-                  str(args.max_layers), "--storage", url, "--cache-dir", f"{tmp}/cache",
-                  "--datapath", f"{tmp}/demo"]
+        setup = ["beam", "--backbone", args.backbone, "--image-side", str(args.image_side),
+                 "--beam", str(args.beam), "--storage", url, "--cache-dir", f"{tmp}/cache",
+                 "--datapath", f"{tmp}/demo"]
+        common = [*setup, "--layers", args.layers, "--max-layers", str(args.max_layers)]
+        tiny = [*setup, "--layers", "14-15", "--max-layers", "1"]
         env = dict(os.environ)
         if args.term_budget_mb is not None:
             from scotsearch.fused import TERM_BUDGET_ENV
@@ -73,22 +101,33 @@ def main() -> None:
                         "--backbone", args.backbone, "--image-side", str(args.image_side),
                         "--cache-dir", f"{tmp}/cache", "--datapath", f"{tmp}/demo"],
                        env=env, check=True)
-        one_env = {**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        print("1 worker, 1 thread ...", flush=True)
-        t1 = run([*exe, "-q", *common, "--study", "one"], one_env)
-        print("2 workers, 1 thread each ...", flush=True)
-        t2 = run([*exe, "-q", *common, "--study", "two", "--workers", "2"], env)
-        print("2 independent searches at once, 1 thread each (the ceiling) ...", flush=True)
-        t0 = time.perf_counter()
-        procs = [subprocess.Popen([*exe, "-q", *common, "--study", f"solo{k}"], env=one_env,
-                                  stdout=subprocess.DEVNULL) for k in range(2)]
-        assert all(p.wait() == 0 for p in procs), "an independent search failed"
-        tc = time.perf_counter() - t0
-        one, two = trials(url, "one"), trials(url, "two")
-        ident = optuna.load_study(study_name="one", storage=url).user_attrs["identity"]
+        # one thread: torch's (OpenMP) and the fused CPU chain's numba kernels', which
+        # otherwise take every core (--workers pins both in its workers)
+        one_env = {**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                   "NUMBA_NUM_THREADS": "1"}
+        rows = []
+        same = True
+        for r in range(args.rounds):
+            print(f"round {r + 1}: 1 worker, 1 thread ...", flush=True)
+            one = timed([[*exe, "-q", *common, "--study", f"one{r}"]], one_env)
+            print(f"round {r + 1}: 2 workers, 1 thread each ...", flush=True)
+            two = timed([[*exe, "-q", *common, "--study", f"two{r}", "--workers", "2"]], env)
+            print(f"round {r + 1}: 2 independent searches at once, 1 thread each "
+                  "(the ceiling) ...", flush=True)
+            both = timed([[*exe, "-q", *common, "--study", f"solo{r}{k}"] for k in range(2)],
+                         one_env)
+            print(f"round {r + 1}: launch cost (a 2-candidate search, 1 and 2 workers) ...",
+                  flush=True)
+            t_one = timed([[*exe, "-q", *tiny, "--study", f"tiny-one{r}"]], one_env)[0]
+            t_two = timed([[*exe, "-q", *tiny, "--study", f"tiny-two{r}", "--workers", "2"]],
+                          env)[0]
+            rows.append((one, two, both, t_two - t_one))
+            a, b = trials(url, f"one{r}"), trials(url, f"two{r}")
+            same = same and a == b
+        ident = optuna.load_study(study_name="one0", storage=url).user_attrs["identity"]
         n_pairs = int(ident["n_pairs"])
-    same = one == two
-    cp = len(one) * n_pairs
+        n_cand = len(trials(url, "one0"))
+    cp = n_cand * n_pairs
     print()
     import torch
     from bench_beam import machine_name  # this folder is on the path when run as a script
@@ -99,16 +138,29 @@ def main() -> None:
             else f"store capped at {args.term_budget_mb:g} MB per process")
     print(f"layer terms: {kept}")
     print(f"search: demo val, {args.backbone}, image side {args.image_side}, layers "
-          f"{args.layers}, beam {args.beam}, {args.max_layers} depths: {len(one)} candidates "
+          f"{args.layers}, beam {args.beam}, {args.max_layers} depths: {n_cand} candidates "
           f"x {n_pairs} pairs = {cp} candidate-pairs")
-    print(f"{'run':<26}{'wall s':>9}{'cand-pairs/s':>15}")
-    print(f"{'1 worker x 1 thread':<26}{t1:>9.1f}{cp / t1:>15.2f}")
-    print(f"{'2 workers x 1 thread':<26}{t2:>9.1f}{cp / t2:>15.2f}")
-    print(f"{'2 independent x 1 thread':<26}{tc:>9.1f}{2 * cp / tc:>15.2f}")
-    print(f"speed-up: {t1 / t2:.2f}x (target >= 1.7x); same candidates and scores: {same}")
-    print(f"ceiling of two processes on this machine: {2 * t1 / tc:.2f}x")
+    print(f"{'round':<6}{'run':<26}{'wall s':>9}{'user s':>9}{'sys s':>9}{'cand-pairs/s':>15}")
+    for r, (one, two, both, _) in enumerate(rows):
+        for name, (wall, user, system), work in (
+                ("1 worker x 1 thread", one, cp), ("2 workers x 1 thread", two, cp),
+                ("2 independent x 1 thread", both, 2 * cp)):
+            print(f"{r + 1:<6}{name:<26}{wall:>9.1f}{user:>9.1f}{system:>9.1f}"
+                  f"{work / wall:>15.2f}")
+    speed = [one[0] / two[0] for one, two, _, _ in rows]
+    launch = [x for _, _, _, x in rows]
+    net = [one[0] / (two[0] - x) for one, two, _, x in rows]
+    ceiling = [2 * one[0] / both[0] for one, _, both, _ in rows]
+    print("speed-up per round: " + ", ".join(f"{x:.2f}x" for x in speed)
+          + f"; median {statistics.median(speed):.2f}x (target >= 1.7x)")
+    print("launching the team costs per round (s): " + ", ".join(f"{x:.1f}" for x in launch)
+          + "; speed-up without it: " + ", ".join(f"{x:.2f}x" for x in net)
+          + f"; median {statistics.median(net):.2f}x")
+    print("ceiling of two processes per round: " + ", ".join(f"{x:.2f}x" for x in ceiling)
+          + f"; median {statistics.median(ceiling):.2f}x")
+    print(f"same candidates and scores in every round: {same}")
     if not same:
-        sys.exit("the two studies differ")
+        sys.exit("the single and team studies differ")
 
 
 if __name__ == "__main__":

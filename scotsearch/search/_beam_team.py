@@ -270,8 +270,8 @@ class TeamScorer:
             won = set(self.team.claim(units, attrs, contended=contended))
             batch = [s for s in batch if self._bunit(s, b) in won]
             if batch:
-                self.team.unit = f"depth {self._depth + 1}: {len(batch)} candidates, " \
-                                 f"block {b + 1}/{n_blocks}"
+                self.team.unit = (f"depth {self._depth + 1}: {len(batch)} candidates, "
+                                  f"block {b + 1}/{n_blocks}")
                 t0 = time.perf_counter()
                 results = self.scorer.score_block(batch, blocks[b])
                 t_scoring += time.perf_counter() - t0
