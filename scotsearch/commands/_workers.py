@@ -125,15 +125,15 @@ def _run_one(argv: list[str], threads: int, team: int = 1) -> int:
     from scotsearch import cli
     from scotsearch.study import TEAM_SIZE_ENV
 
-    torch.set_num_threads(max(1, threads))
+    threads = max(1, threads)
+    torch.set_num_threads(threads)
     # numba's kernels (the fused CPU chain) size their pool from this at import, and
     # default to every core: N workers would each run that many threads.
-    os.environ["NUMBA_NUM_THREADS"] = str(max(1, threads))
+    os.environ["NUMBA_NUM_THREADS"] = str(threads)
     if "numba" in sys.modules:
         import numba
 
-        numba.set_num_threads(min(max(1, threads),
-                                  numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     # A beam worker sizes its batches by the team; the ones launched together are promised
     # here, before they can see each other in the study.
     os.environ[TEAM_SIZE_ENV] = str(team)
@@ -230,8 +230,6 @@ def launch_workers(args: argparse.Namespace, dataset: Any, source: Any, *,
     """``--workers N`` / ``--dask-scheduler`` for a command: the features cached once here,
     then :func:`run_workers` on this command line (plus ``extra_argv``). Returns the number
     of workers that ran."""
-    import sys
-
     from scotsearch.cache import CachedSource
     from scotsearch.cache import build_cache
 

@@ -109,7 +109,6 @@ class CandidateScorer:
         for s in subsets:
             self._extras[s] = {"failed": True, "error": error}
         self.n_failed += len(subsets)
-        release_after_out_of_memory()
 
     def _full(self, subsets: list[Subset]) -> list[float]:
         bar = self.progress
@@ -121,6 +120,7 @@ class CandidateScorer:
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
+            release_after_out_of_memory()
             self._failed(subsets, f"out of memory: {first_line(exc)}")
             return [math.nan] * len(subsets)
         wall = (time.perf_counter() - t0) / len(subsets)
@@ -209,6 +209,7 @@ class CandidateScorer:
                 except Exception as exc:
                     if not is_out_of_memory(exc):
                         raise
+                    release_after_out_of_memory()
                     self._failed([subsets[i] for i in part], f"out of memory: {first_line(exc)}")
                     failed.update(part)
                     continue

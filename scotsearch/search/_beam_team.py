@@ -293,17 +293,16 @@ class TeamScorer:
                   blocks: list[list[int]]) -> dict[Subset, float]:
         # The candidates designated to this worker nobody else assembles while it lives;
         # a dead worker's are claimed (with the wait) and may have been stored before it died.
-        have: dict[str, float] = {}
+        done: dict[Subset, float] = {}
         if orphans:
             won = set(self.team.claim([self._unit(s) for s in orphans], attrs))
             orphans = [s for s in orphans if self._unit(s) in won]
-            have = stored_results(self.study, {self._key(s) for s in orphans})
-        out: dict[Subset, float] = {}
+            done = self._already_stored(orphans)
+        out: dict[Subset, float] = dict(done)
+        self.progress.scored(len(done))
         stored = []
         for s in assemble + orphans:
-            if self._key(s) in have and not math.isnan(have[self._key(s)]):
-                out[s] = have[self._key(s)]
-                self.progress.scored(1)
+            if s in done:
                 continue
             parts = [attrs[CLAIM_PREFIX + self._bunit(s, b)]["result"]
                      for b in range(len(blocks))]
@@ -324,15 +323,15 @@ class TeamScorer:
     def _bunit(self, s: Subset, block: int) -> str:
         return block_unit(self._depth, self._key(s), block)
 
+    def _already_stored(self, subs: list[Subset]) -> dict[Subset, float]:
+        # Units claimed before by a worker that died (or in an earlier run) may have been
+        # stored before the claim lapsed: their scores, not to be stored again.
+        have = stored_results(self.study, {self._key(s) for s in subs})
+        return {s: have[self._key(s)] for s in subs
+                if self._key(s) in have and not math.isnan(have[self._key(s)])}
+
     def _score(self, batch: list[Subset], taken_over: bool) -> dict[Subset, float]:
-        if taken_over:
-            # Candidates claimed before (by a worker that died, or in an earlier run) may
-            # have been stored before the claim lapsed: score only the others.
-            have = stored_results(self.study, {self._key(s) for s in batch})
-            done = {s: have[self._key(s)] for s in batch
-                    if self._key(s) in have and not math.isnan(have[self._key(s)])}
-        else:
-            done = {}
+        done = self._already_stored(batch) if taken_over else {}
         todo = [s for s in batch if s not in done]
         self.team.unit = f"depth {self._depth + 1}: {len(batch)} candidates"
         values = self.scorer(todo) if todo else []

@@ -252,10 +252,11 @@ class BeamTeam:
         rec = attrs.get(key)
         if isinstance(rec, dict) and rec.get("epoch") == self.epoch:
             return [str(t) for t in rec["owners"]]
-        owners = sorted(self.live(attrs) | {self.token: {}})[:max(1, n_blocks_max)]
+        live = set(self.live(attrs))
+        owners = sorted(live | {self.token})[:max(1, n_blocks_max)]
         self._storage.set_study_system_attr(
             self._study_id, key, {"epoch": self.epoch, "owners": owners, "by": self.token})
-        if self._alone or set(self.live(attrs)) <= {self.token}:
+        if self._alone or live <= {self.token}:
             return owners
         time.sleep(SETTLE_S)
         rec = self._storage.get_study_system_attrs(self._study_id)[key]
