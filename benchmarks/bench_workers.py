@@ -82,6 +82,8 @@ def main() -> None:
                     help="cap each process's store of layer terms (0: keep none, the regime "
                          "of a split too large for its terms to stay in memory, as SPair-71k)")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error(f"--rounds must be >= 1, got {args.rounds}")
 
     exe = [sys.executable, "-m", "scotsearch"]
     with tempfile.TemporaryDirectory() as tmp:
