@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from scotsearch.study import CLAIM_PREFIX
+from scotsearch.study import TEAM_SIZE_ENV
 from scotsearch.study import WORKER_PREFIX
 from scotsearch.study import unit_state
 
@@ -66,11 +67,16 @@ WORKER = textwrap.dedent(
 )
 
 
-def start_team(tmp_path: Path, storage: str, kill_at: list[int]) -> list[subprocess.Popen]:
+def start_team(tmp_path: Path, storage: str, kill_at: list[int],
+               launched: bool = False) -> list[subprocess.Popen]:
+    """Start one worker per ``kill_at`` entry; ``launched``: told how many start together,
+    as ``--workers`` tells its workers (else each is a worker started by hand)."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER.format(root=str(ROOT)))
     go = tmp_path / "go"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    if launched:
+        env[TEAM_SIZE_ENV] = str(len(kill_at))
     procs = [
         subprocess.Popen([sys.executable, str(script), storage, str(tmp_path / f"out{k}.json"),
                           str(kill), str(go)], env=env, stdout=subprocess.DEVNULL,
@@ -112,11 +118,12 @@ def single_process(tmp_path: Path) -> tuple[dict[str, float], object]:
     return trials(url)[0], ref
 
 
-def check_team(tmp_path: Path, storage: str, kill_at: list[int]) -> list[dict]:
+def check_team(tmp_path: Path, storage: str, kill_at: list[int],
+               launched: bool = False) -> list[dict]:
     """Run a team; check its study is the single process's and each (candidate, pair) was
     scored once. Returns the finished workers' outputs, each with its ``calls``."""
     want, ref = single_process(tmp_path)
-    procs = start_team(tmp_path, storage, kill_at)
+    procs = start_team(tmp_path, storage, kill_at, launched)
     # reap every worker as it ends (a killed one left unreaped would look alive)
     deadline = time.monotonic() + 300
     while any(p.poll() is None for p in procs):
@@ -155,7 +162,9 @@ def check_team(tmp_path: Path, storage: str, kill_at: list[int]) -> list[dict]:
 
 def test_three_workers_on_sqlite_give_the_single_process_study(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path}/team.db"
-    outs = check_team(tmp_path, storage, [-1, -1, -1])
+    # launched together, so that every depth is split between all three, however slowly
+    # the machine starts them (workers started by hand: the journal and PostgreSQL tests)
+    outs = check_team(tmp_path, storage, [-1, -1, -1], launched=True)
     here = [o["here"] for o in outs]
     n_total = len(trials(storage)[0])
     assert sum(here) == n_total, here  # each candidate stored by exactly one worker
