@@ -18,14 +18,12 @@ import warnings
 from collections.abc import Iterable
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Union
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
-from torchvision.models.resnet import Bottleneck
-from torchvision.models.resnet import ResNet
 
 from scotsearch import zoo
 from scotsearch.cam import multiscale_cams
@@ -51,9 +49,22 @@ from scotsearch.zoonet import ZooBackbone
 from scotsearch.zoonet import load_zoo
 
 
+if TYPE_CHECKING:
+    from torchvision.models.resnet import Bottleneck
+    from torchvision.models.resnet import ResNet
+
+
 logger = logging.getLogger(__name__)
 
-_BUILDERS = {"resnet50": torchvision.models.resnet50, "resnet101": torchvision.models.resnet101}
+#: The ResNets built here. torchvision is imported when one is built, not with this module: it
+#: costs about 2 s, and a command whose features are cached never builds a network.
+_BUILDERS = ("resnet50", "resnet101")
+
+
+def _torchvision_resnet(name: str) -> ResNet:
+    import torchvision
+
+    return getattr(torchvision.models, name)(weights=None)
 
 
 def state_dict_digest(state: Mapping[str, torch.Tensor]) -> str:
@@ -200,13 +211,13 @@ def _build(name: str, seed: int) -> ResNet:
     """A randomly initialised ResNet, deterministic in ``seed`` (global RNG left untouched)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _BUILDERS[name](weights=None)
+        return _torchvision_resnet(name)
 
 
 def _skeleton(name: str) -> ResNet:
     """The architecture without initialised weights (meta tensors), to be filled by a load."""
     with torch.device("meta"):
-        return _BUILDERS[name](weights=None)
+        return _torchvision_resnet(name)
 
 
 def _check_name(name: str) -> None:
@@ -279,6 +290,8 @@ def _load_into(net: nn.Module, state: Mapping[str, torch.Tensor], source: str) -
 
 
 def _arch_of(net: nn.Module) -> str:
+    from torchvision.models.resnet import ResNet
+
     if not isinstance(net, ResNet):
         return type(net).__name__
     n = sum(len(s) for s in (net.layer1, net.layer2, net.layer3, net.layer4))

@@ -20,15 +20,19 @@ from typing import Literal
 from urllib.parse import urlparse
 
 import torch
-import torchvision
 
 
 #: Name of the ImageNet weights the references used (torchvision's ``DEFAULT`` is V2: wrong).
 IMAGENET_WEIGHTS = "IMAGENET1K_V1"
 
-_IMAGENET_ENUMS = {
-    "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
-    "resnet101": torchvision.models.ResNet101_Weights.IMAGENET1K_V1,
+#: Where torchvision's ``ResNet50_Weights.IMAGENET1K_V1`` / ``ResNet101_Weights.IMAGENET1K_V1``
+#: download from. Written out rather than read from torchvision's enums because importing
+#: torchvision costs about 2 s (it imports ``torch._dynamo``), and every command that finds
+#: the weights' digest on record would pay that for two strings; ``tests/test_weights.py``
+#: checks them against the enums.
+_IMAGENET_URLS = {
+    "resnet50": "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+    "resnet101": "https://download.pytorch.org/models/resnet101-63fe2227.pth",
 }
 #: File names of the same V1 weights as the references' torchvision (pre-0.13) fetched them;
 #: accepted in the hub cache too so an old cache is reused.
@@ -113,7 +117,7 @@ def spelling_of(description: str) -> str | None:
 
 def imagenet_url(backbone: str) -> str:
     """Download address of the ``IMAGENET1K_V1`` checkpoint of ``backbone``."""
-    return str(_IMAGENET_ENUMS[backbone].url)
+    return _IMAGENET_URLS[backbone]
 
 
 def imagenet_file_name(backbone: str) -> str:
@@ -135,10 +139,40 @@ def imagenet_checkpoint(backbone: str) -> Path | None:
     Returns:
         The current torchvision file name if present, else the pre-0.13 one, else ``None``.
     """
-    if backbone not in _IMAGENET_ENUMS:
+    if backbone not in _IMAGENET_URLS:
         return None
     folder = hub_checkpoints()
     for name in (imagenet_file_name(backbone), _LEGACY_FILES[backbone]):
         if (folder / name).is_file():
             return folder / name
     return None
+
+
+def torchvision_version() -> str:
+    """``torchvision.__version__`` (local build tag included, e.g. ``0.29.1+cu130``), without
+    importing torchvision where it is not loaded yet.
+
+    The version is recorded with random weights' identity and in cache manifests; importing
+    the package for it costs about 2 s. Its ``version.py`` holds the same string (the package
+    metadata's version lacks the build tag, so it is not used).
+    """
+    import sys
+
+    if "torchvision" in sys.modules:
+        return str(sys.modules["torchvision"].__version__)
+    import importlib.util
+    import re
+
+    spec = importlib.util.find_spec("torchvision")
+    if spec is not None and spec.submodule_search_locations:
+        for folder in spec.submodule_search_locations:
+            try:
+                text = (Path(folder) / "version.py").read_text()
+            except OSError:
+                continue
+            found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.M)
+            if found:
+                return found.group(1)
+    import torchvision  # an unusual layout: ask the package itself
+
+    return str(torchvision.__version__)

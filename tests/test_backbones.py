@@ -416,3 +416,41 @@ def test_extract_features_record() -> None:
     assert out.cam.dtype == torch.float32 and out.cam.max() <= 1.0
     plain = extract_features(bb, img, profile, None, with_cam=False)
     assert plain.cam is None and sorted(plain.layers) == list(range(17))
+
+
+def test_written_out_imagenet_addresses_are_torchvisions() -> None:
+    from scotsearch.weights import imagenet_url
+
+    assert imagenet_url("resnet50") == torchvision.models.ResNet50_Weights.IMAGENET1K_V1.url
+    assert imagenet_url("resnet101") == torchvision.models.ResNet101_Weights.IMAGENET1K_V1.url
+
+
+def test_opening_cached_features_does_not_import_torchvision(tmp_path: Path) -> None:
+    # torchvision's import costs about 2 s per process (every worker of a team pays it):
+    # once the weights' digest is on record, a command opens its feature cache without it,
+    # and records the same torchvision version (build tag included) the package reports.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from scotsearch.cache import open_source\n"
+        "from scotsearch.presets import get_profile\n"
+        "import scotsearch.commands.beam, scotsearch.commands.tune\n"
+        "src = open_source(backbone='resnet50', weights='random', seed=0,"
+        f" profile=get_profile('scot'), cache_dir={str(tmp_path)!r}, device=torch.device('cpu'),"
+        " allow_random_fallback=False)\n"
+        "from scotsearch.cache._digests import weights_ref\n"
+        "v = weights_ref('resnet50', 'random', 0).identity['torchvision']\n"
+        "print('torchvision' in sys.modules, v)\n"
+    )
+
+    def run() -> list[str]:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+
+    # the first opening builds the network for its digest (torchvision imported), the next
+    # finds the digest on record
+    assert run() == ["True", torchvision.__version__]
+    assert run() == ["False", torchvision.__version__]

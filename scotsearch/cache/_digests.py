@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 
 from scotsearch._io import atomic_write
 from scotsearch.cache._format import canonical_json
 from scotsearch.weights import describe_weights
 from scotsearch.weights import imagenet_checkpoint
 from scotsearch.weights import parse_weights
+from scotsearch.weights import torchvision_version
 from scotsearch.zoo import TIMM
 from scotsearch.zoo import is_zoo
 from scotsearch.zoonet import pretrained_source
@@ -84,7 +84,7 @@ def weights_ref(backbone: str, weights: str | None, seed: int) -> WeightsRef:
             return WeightsRef(weights, None)  # load_backbone reports the malformed seed
         return WeightsRef(describe_weights(spec), {
             "kind": "random", "backbone": backbone, "seed": spec.seed,
-            "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "torch": torch.__version__, "torchvision": torchvision_version(),
             # timm's initialisers make the random weights of timm: backbones
             **({"timm": _timm_version()} if backbone.startswith(TIMM) else {}),
         })

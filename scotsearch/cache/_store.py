@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import torch
-import torchvision
 
 from scotsearch._io import atomic_write
 from scotsearch._version import __version__
@@ -28,6 +27,7 @@ from scotsearch.cache._format import quick_check
 from scotsearch.cache._format import read_entry
 from scotsearch.errors import ScotsearchError
 from scotsearch.features import ImageFeatures
+from scotsearch.weights import torchvision_version
 
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class FeatureCache:
                 "weights_seen": [],
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "versions": {"scotsearch": __version__, "torch": torch.__version__,
-                             "torchvision": torchvision.__version__},
+                             "torchvision": torchvision_version()},
             }
         else:
             manifest.setdefault("weights_seen", [])
