@@ -88,7 +88,11 @@ def main() -> None:
     exe = [sys.executable, "-m", "scotsearch"]
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/bench.db"
-        setup = ["beam", "--backbone", args.backbone, "--image-side", str(args.image_side),
+        # --weights random (seed 0): its digest is recorded when the cache is built, so no run
+        # builds the network, as with ImageNet weights on disk (the demo's default spelling
+        # would try a download and build a random network in every process, offline).
+        setup = ["beam", "--backbone", args.backbone, "--weights", "random",
+                 "--image-side", str(args.image_side),
                  "--beam", str(args.beam), "--storage", url, "--cache-dir", f"{tmp}/cache",
                  "--datapath", f"{tmp}/demo"]
         common = [*setup, "--layers", args.layers, "--max-layers", str(args.max_layers)]
@@ -100,7 +104,8 @@ def main() -> None:
             env[TERM_BUDGET_ENV] = str(args.term_budget_mb)
         print("building the demo data and feature cache (not timed) ...", flush=True)
         subprocess.run([*exe, "-q", "cache", "--dataset", "demo", "--split", "val",
-                        "--backbone", args.backbone, "--image-side", str(args.image_side),
+                        "--backbone", args.backbone, "--weights", "random",
+                        "--image-side", str(args.image_side),
                         "--cache-dir", f"{tmp}/cache", "--datapath", f"{tmp}/demo"],
                        env=env, check=True)
         # one thread: torch's (OpenMP) and the fused CPU chain's numba kernels', which

@@ -168,7 +168,14 @@ class _Loky(_Launch):
     def start(self) -> list[int]:
         from joblib import Parallel
 
-        return list(Parallel(n_jobs=self.n, backend="loky")(self.jobs))
+        from joblib.externals.loky import get_reusable_executor
+
+        codes = list(Parallel(n_jobs=self.n, backend="loky")(self.jobs))
+        # The workers are idle now (their results are in the study). Left alive, the
+        # parent's exit would wait for their orderly shutdown: ~1.3 s measured on the demo
+        # at side 300, where each held gigabytes of layer terms.
+        get_reusable_executor().shutdown(wait=False, kill_workers=True)
+        return codes
 
     def stop(self) -> None:
         from joblib.externals.loky import get_reusable_executor
