@@ -168,19 +168,25 @@ class _Loky(_Launch):
     def start(self) -> list[int]:
         from joblib import Parallel
 
-        from joblib.externals.loky import get_reusable_executor
-
         codes = list(Parallel(n_jobs=self.n, backend="loky")(self.jobs))
         # The workers are idle now (their results are in the study). Left alive, the
         # parent's exit would wait for their orderly shutdown: ~1.3 s measured on the demo
         # at side 300, where each held gigabytes of layer terms.
-        get_reusable_executor().shutdown(wait=False, kill_workers=True)
+        _end_executor()
         return codes
 
     def stop(self) -> None:
-        from joblib.externals.loky import get_reusable_executor
+        _end_executor()
 
-        get_reusable_executor().shutdown(wait=False, kill_workers=True)
+
+def _end_executor() -> None:
+    """Kill the processes of joblib's loky executor (the one Parallel just used)."""
+    from joblib.externals.loky import get_reusable_executor
+
+    # reuse=True: the running executor itself. Without it, loky compares the arguments
+    # with joblib's, finds them changed, waits for the old workers to finish and starts
+    # a new executor of one worker per core, only for it to be killed here.
+    get_reusable_executor(reuse=True).shutdown(wait=False, kill_workers=True)
 
 
 class _Dask(_Launch):
