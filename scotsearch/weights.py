@@ -13,7 +13,11 @@ anything else a checkpoint file.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
+import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -148,31 +152,26 @@ def imagenet_checkpoint(backbone: str) -> Path | None:
     return None
 
 
+@functools.cache
 def torchvision_version() -> str:
     """``torchvision.__version__`` (local build tag included, e.g. ``0.29.1+cu130``), without
-    importing torchvision where it is not loaded yet.
+    importing torchvision where it is not loaded yet; read once per process.
 
     The version is recorded with random weights' identity and in cache manifests; importing
     the package for it costs about 2 s. Its ``version.py`` holds the same string (the package
     metadata's version lacks the build tag, so it is not used).
     """
-    import sys
-
     if "torchvision" in sys.modules:
         return str(sys.modules["torchvision"].__version__)
-    import importlib.util
-    import re
-
     spec = importlib.util.find_spec("torchvision")
-    if spec is not None and spec.submodule_search_locations:
-        for folder in spec.submodule_search_locations:
-            try:
-                text = (Path(folder) / "version.py").read_text()
-            except OSError:
-                continue
-            found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.M)
-            if found:
-                return found.group(1)
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        try:
+            text = (Path(folder) / "version.py").read_text()
+        except OSError:
+            continue
+        found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.M)
+        if found:
+            return found.group(1)
     import torchvision  # an unusual layout: ask the package itself
 
     return str(torchvision.__version__)

@@ -101,11 +101,6 @@ class _Stored(Protocol):
 T = TypeVar("T", bound=_Stored)
 
 
-#: Environment variable that sets the CPU term store's budget in MB (benchmarks use 0 to
-#: reproduce, on the small demo, the regime of a large split whose terms cannot all be kept).
-BUDGET_ENV = TERM_BUDGET_ENV
-
-
 def default_budget() -> int:
     """Bytes the term store may hold: ``$SCOTSEARCH_TERM_BUDGET_MB`` if set, else half the
     memory available now (Linux), else 2 GB.
@@ -115,7 +110,8 @@ def default_budget() -> int:
     needs about 16 GB to keep every term of its 24 pairs: with a third of a 24 GB machine,
     half the pairs formed their terms again for every chunk of candidates.
     """
-    env = os.environ.get(BUDGET_ENV)
+    # benchmarks set 0 to reproduce, on the small demo, a split whose terms cannot all be kept
+    env = os.environ.get(TERM_BUDGET_ENV)
     if env:
         try:
             return max(0, int(float(env) * (1 << 20)))
