@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 
+import scotsearch.evaluate
+import scotsearch.search.beam_study
+import scotsearch.search.tune
+import scotsearch.study
 from scotsearch import cli
-from scotsearch.commands import beam as beam_cmd
 from scotsearch.commands import common
-from scotsearch.commands import evaluate as evaluate_cmd
 from scotsearch.commands import tune as tune_cmd
 from scotsearch.config import DEFAULT_GAMMA
 from scotsearch.config import MatchConfig
@@ -172,12 +174,12 @@ def _resolve(command: str, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(common, "open_dataset", open_dataset)
     monkeypatch.setattr(common, "feature_source",
                         lambda args, device: _FakeSource(args.backbone))
-    for mod in (evaluate_cmd, beam_cmd, tune_cmd):
-        monkeypatch.setattr(mod, "Evaluator", FakeEvaluator)
-    monkeypatch.setattr(beam_cmd, "run_beam", run_beam)
-    monkeypatch.setattr(beam_cmd, "open_storage", lambda url: None)
+    # the commands import these where they run (their modules load without torch)
+    monkeypatch.setattr(scotsearch.evaluate, "Evaluator", FakeEvaluator)
+    monkeypatch.setattr(scotsearch.search.beam_study, "run_beam", run_beam)
+    monkeypatch.setattr(scotsearch.study, "open_storage", lambda url: None)
     monkeypatch.setattr(tune_cmd, "open_shared_storage", lambda url: None)
-    monkeypatch.setattr(tune_cmd, "run_tune", run_tune)
+    monkeypatch.setattr(scotsearch.search.tune, "run_tune", run_tune)
 
     extra = ["--study", "t", "--trials", "1"] if command == "tune" else []
     args = _parser().parse_args(["-q", command, *extra, *argv])

@@ -4,13 +4,17 @@ the single process's beam study."""
 from __future__ import annotations
 
 import os
+import tempfile
+import time
 from pathlib import Path
 
 import optuna
 
 from scotsearch import cli
+from scotsearch.commands import _worker_process as wp
 from scotsearch.search.tune import COUNTED
 from scotsearch.study import WORKER_ATTR
+from scotsearch.study import WORKER_PREFIX
 
 
 def test_two_workers_give_exactly_the_trials_asked_for(tmp_path: Path, capsys) -> None:
@@ -60,6 +64,13 @@ def test_beam_with_two_workers_equals_one_process(tmp_path: Path, capsys) -> Non
         return {t.user_attrs["layers"]: t.value for t in done}
 
     assert trials("two") == trials("one")
+    # this process was worker 0 of the team, and both workers assembled candidates
+    storage = optuna.storages.RDBStorage(url)
+    attrs = storage.get_study_system_attrs(storage.get_study_id_from_name("two"))
+    team = [r for k, r in attrs.items() if k.startswith(WORKER_PREFIX)]
+    assert len(team) == 2 and all(r["left"] and r["scored"] > 0 for r in team)
+    assert os.getpid() in {r["pid"] for r in team}
+    assert len({r["pid"] for r in team}) == 2
 
 
 def test_race_with_workers_is_refused(tmp_path: Path, capsys) -> None:
@@ -67,3 +78,86 @@ def test_race_with_workers_is_refused(tmp_path: Path, capsys) -> None:
                    "--storage", f"sqlite:///{tmp_path}/s.db"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--race scores a depth in one process" in err[0]
+
+
+def test_a_bad_input_with_workers_is_one_line_and_ends_the_workers(tmp_path: Path,
+                                                                      capsys) -> None:
+    # The other workers start before the data is read; a missing benchmark folder must
+    # still be one line, and none of them may be left running.
+    rc = cli.main(["beam", "--workers", "2", "--dataset", "spair", "--datapath",
+                   str(tmp_path / "nowhere"), "--storage", f"sqlite:///{tmp_path}/s.db"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "nowhere" in err[0], err
+    deadline = time.monotonic() + 10
+    while _children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _children() == []
+    assert not list(Path(tempfile.gettempdir()).glob(f"scotsearch-gate-*{os.getpid()}*"))
+
+
+def _children() -> list[int]:
+    # this process's live (not zombie) loky worker processes, from /proc (loky's resource
+    # trackers, also children, live as long as this process)
+    out = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            pids = (task / "children").read_text().split()
+        except OSError:
+            continue  # a thread that ended meanwhile
+        for pid in pids:
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                cmd = Path(f"/proc/{pid}/cmdline").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            if "popen_loky" in cmd and stat.rsplit(")", 1)[1].split()[0] != "Z":
+                out.append(int(pid))
+    return out
+
+
+def test_a_gate_lets_its_workers_through_or_sends_them_home() -> None:
+    import threading
+
+    gate = wp.Gate()
+    try:
+        threading.Timer(0.2, gate.open).start()
+        t0 = time.monotonic()
+        assert wp.wait_gate(gate.path, gate.parent) is True
+        assert time.monotonic() - t0 >= 0.19  # it waited for the opening
+    finally:
+        gate.remove()
+    gate = wp.Gate()
+    threading.Timer(0.1, gate.close).start()
+    assert wp.wait_gate(gate.path, gate.parent) is False
+    gate.remove()
+    assert wp.wait_gate(gate.path, gate.parent) is False  # removed: the parent is done
+    gate = wp.Gate()
+    try:
+        # a parent that died without a word: a pid no process has
+        dead = max(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()) + 10_000
+        assert wp.wait_gate(gate.path, dead) is False
+    finally:
+        gate.remove()
+
+
+def test_worker_zero_shares_the_threads_and_gives_them_back() -> None:
+    import numba
+    import torch
+
+    before = (torch.get_num_threads(), numba.get_num_threads())
+    with wp.thread_share(1):
+        assert (torch.get_num_threads(), numba.get_num_threads()) == (1, 1)
+    assert (torch.get_num_threads(), numba.get_num_threads()) == before
+
+
+def test_the_command_line_is_read_without_torch() -> None:
+    # The other workers of `beam --workers N` start before this process imports torch (and
+    # `--help` answers at once): building the parser must not import it.
+    import subprocess
+    import sys
+
+    code = ("import sys; from scotsearch import cli; cli.build_parser(); "
+            "print(sorted(m for m in ('torch', 'pandas', 'numba') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"

@@ -7,24 +7,29 @@ stored in the study the moment its chunk completes, so a re-run of the same comm
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
-
-import optuna
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from scotsearch.commands._workers import add_worker_args
 from scotsearch.commands._workers import check_worker_args
 from scotsearch.commands.common import add_backbone_args
 from scotsearch.commands.common import add_data_args
 from scotsearch.commands.common import add_match_args
-from scotsearch.commands.common import check_cache_space
 from scotsearch.errors import ConfigError
-from scotsearch.evaluate import Evaluator
 from scotsearch.presets import reference_algorithm
-from scotsearch.search.beam_study import check_beam_counts
-from scotsearch.search.beam_study import run_beam
-from scotsearch.study import describe_storage
-from scotsearch.study import open_storage
+from scotsearch.search.beam import check_beam_counts
 
+
+# torch and optuna (~1.5 s) are imported where the search begins: `--help` needs neither, and
+# `--workers N` starts the other workers before this process imports them.
+if TYPE_CHECKING:
+    import optuna
+
+    from scotsearch.commands._workers import TeamHelpers
+    from scotsearch.search.beam_study import BeamOutcome
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +107,8 @@ def default_study_name(
 
 def _run_workers(args: argparse.Namespace, dataset: object, source: object,
                  storage: optuna.storages.BaseStorage, name: str) -> int:
-    """--workers N / --dask-scheduler: N copies of this command search the study together
-    (a team). Returns the number of workers."""
+    """--dask-scheduler: N copies of this command search the study together (a team) on
+    the cluster. Returns the number of workers."""
     from scotsearch.commands._workers import launch_workers
     from scotsearch.study import completed_trials
     from scotsearch.study import open_study
@@ -119,13 +124,7 @@ def _run_workers(args: argparse.Namespace, dataset: object, source: object,
 
 def run(args: argparse.Namespace) -> int:
     from scotsearch.commands.common import alphas_from_args
-    from scotsearch.commands.common import feature_source
-    from scotsearch.commands.common import match_from_args
-    from scotsearch.commands.common import open_dataset
-    from scotsearch.commands.common import profile_from_args
     from scotsearch.commands.common import refuse_unsearchable
-    from scotsearch.commands.common import resolve_device
-    from scotsearch.commands.common import resolve_precision
     from scotsearch.layers import n_layers
 
     refuse_unsearchable(args, "beam")
@@ -143,6 +142,54 @@ def run(args: argparse.Namespace) -> int:
     if len(alphas) != 1:
         raise ConfigError("the beam search optimises PCK at one alpha; give a single --alpha")
 
+    helpers = None
+    if many and args.dask_scheduler is None:
+        # --workers N on this machine: this process is worker 0 of the team, the others
+        # start now and do their imports while it reads the data (README, Several workers).
+        from scotsearch.commands._workers import start_helpers
+
+        helpers = start_helpers(args)
+        if args.devices:
+            args.device = args.devices.split(",")[0].strip()
+    try:
+        done = _search(args, reference=reference, layer_ids=layer_ids, alphas=alphas,
+                       dask=many and helpers is None, helpers=helpers)
+    except BaseException:
+        if helpers is not None:
+            helpers.stop()
+        raise
+    if helpers is not None:
+        helpers.wait()
+    _report(args, done)
+    return 0
+
+
+@dataclass
+class _Searched:
+    """What the summary reports of a search."""
+
+    outcome: BeamOutcome
+    workers: int  # 0: this process alone
+    name: str
+    storage: optuna.storages.BaseStorage
+    backbone: str
+    alpha: float
+    where: str  # the split, backbone and variant
+
+
+def _search(args: argparse.Namespace, *, reference: bool, layer_ids: tuple[int, ...] | None,
+            alphas: Sequence[float], dask: bool, helpers: TeamHelpers | None) -> _Searched:
+    from scotsearch.commands.common import check_cache_space
+    from scotsearch.commands.common import feature_source
+    from scotsearch.commands.common import match_from_args
+    from scotsearch.commands.common import open_dataset
+    from scotsearch.commands.common import profile_from_args
+    from scotsearch.commands.common import resolve_device
+    from scotsearch.commands.common import resolve_precision
+    from scotsearch.evaluate import Evaluator
+    from scotsearch.search.beam_study import run_beam
+    from scotsearch.study import open_storage
+
     dataset = open_dataset(args)
     match = match_from_args(args, dataset)
     profile = profile_from_args(args)
@@ -158,6 +205,8 @@ def run(args: argparse.Namespace) -> int:
         dataset.name, dataset.split, source.backbone, match.variant, args.compat, reference
     )
     storage = open_storage(args.storage)
+    import optuna
+
     # Optuna's own INFO lines ("A new study created ...") would tear the progress bars.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     mode = "reference (HPF/SCOT beamsearch.py)" if reference else "fixed"
@@ -166,36 +215,53 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     workers = 0
-    if many:
+    share: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    if dask:
         # The workers search; this process then re-derives their result from the study
         # (every candidate is stored by then, so run_beam below scores nothing).
         workers = _run_workers(args, dataset, source, storage, name)
+    elif helpers is not None:
+        from scotsearch.cache import CachedSource
+        from scotsearch.cache import build_cache
+        from scotsearch.commands._worker_process import thread_share
+
+        if isinstance(source, CachedSource):
+            # Once, before the others begin: they would otherwise extract the same images.
+            build_cache(dataset, source, progress=not args.quiet)
+        helpers.go()
+        workers, share = helpers.n, thread_share(helpers.threads)
     try:
-        with logging_redirect_tqdm():  # log lines above the bars instead of through them
+        with share, logging_redirect_tqdm():  # log lines above the bars, not through them
             outcome = run_beam(
                 evaluator, study=name, storage=storage, beam=args.beam,
                 max_layers=args.max_layers, reference=reference, layers=layer_ids,
-                chunk=args.chunk, progress=not args.quiet and not workers, race=args.race,
-                race_block=args.race_block,
+                chunk=args.chunk, progress=not args.quiet and not dask, race=args.race,
+                race_block=args.race_block, team_size=helpers.n if helpers else None,
             )
     except KeyboardInterrupt:
         log.warning("stopped; every finished chunk is stored, run the same command to resume")
         raise
+    where = (f"on {dataset.name} {dataset.split} ({len(dataset.pairs)} pairs, "
+             f"{source.backbone}, {match.variant})")
+    return _Searched(outcome, workers, name, storage, source.backbone, alphas[0], where)
+
+
+def _report(args: argparse.Namespace, done: _Searched) -> None:
+    from scotsearch.dashboard import save_run_note  # the command line, for optuna-dashboard
+    from scotsearch.layers import layer_names
+    from scotsearch.study import describe_storage
+
+    outcome, name, storage = done.outcome, done.name, done.storage
     res = outcome.result
     best = res.best
-    from scotsearch.layers import layer_names
-
-    names = layer_names(source.backbone, best.layers).replace(";", ", ")
-    print(
-        f"best layers {best.key} [{names}] (depth {best.depth + 1}): "
-        f"PCK@{alphas[0]:g} = {best.score:.2f} on {dataset.name} {dataset.split} "
-        f"({len(dataset.pairs)} pairs, {source.backbone}, {match.variant})"
-    )
+    names = layer_names(done.backbone, best.layers).replace(";", ", ")
+    print(f"best layers {best.key} [{names}] (depth {best.depth + 1}): "
+          f"PCK@{done.alpha:g} = {best.score:.2f} {done.where}")
     failed = (f", {outcome.failed} of them failed (out of memory; run again to retry them)"
               if outcome.failed else "")
-    if workers:
+    if done.workers:
         print(f"study '{name}' in {describe_storage(storage)}: {len(res.candidates)} candidates "
-              f"(searched by {workers} workers{failed})")
+              f"(searched by {done.workers} workers{failed})")
     else:
         print(
             f"study '{name}' in {describe_storage(storage)}: {len(res.candidates)} candidates "
@@ -203,7 +269,4 @@ def run(args: argparse.Namespace) -> int:
         )
     storage_flag = f" --storage {args.storage}" if args.storage else ""
     print(f"export: scotsearch export --study {name}{storage_flag} --format csv")
-    from scotsearch.dashboard import save_run_note  # the command line, for optuna-dashboard
-
     save_run_note(storage, name, "beam", getattr(args, "_argv", None))
-    return 0

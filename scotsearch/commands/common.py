@@ -8,15 +8,11 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 from scotsearch.config import SIM_NAMES
 from scotsearch.config import VARIANTS
 from scotsearch.config import MatchConfig
 from scotsearch.config import Profile
-from scotsearch.data.pairs import Dataset
 from scotsearch.errors import ConfigError
-from scotsearch.memory import check_fits
 from scotsearch.presets import PROFILES
 from scotsearch.presets import default_variant
 from scotsearch.presets import resolve_match
@@ -24,8 +20,11 @@ from scotsearch.presets import resolve_profile
 
 
 if TYPE_CHECKING:
+    import torch
+
     from scotsearch.cache import CachedSource
     from scotsearch.cache import MemorySource
+    from scotsearch.data.pairs import Dataset
 
 
 log = logging.getLogger(__name__)
@@ -182,6 +181,8 @@ def has_foreground(backbone: str) -> bool:
 
 
 def resolve_device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -213,6 +214,8 @@ def _check_sizes(args: argparse.Namespace) -> None:
     if ncells is not None and ncells < 1:
         raise ConfigError(f"--ncells must be positive, got {ncells}")
     side = profile_from_args(args).image_side
+    from scotsearch.memory import check_fits
+
     check_fits(side, ncells or 8192, resolve_device(getattr(args, "device", "auto")))
 
 

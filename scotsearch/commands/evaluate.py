@@ -7,34 +7,26 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Any
 
-import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
 from scotsearch._io import atomic_write
 from scotsearch._io import check_destination
 from scotsearch._version import __version__
 from scotsearch.commands import common
-from scotsearch.commands._evaluate_tss import check_tss_args
-from scotsearch.commands._evaluate_tss import run_tss
 from scotsearch.config import RunConfig
-from scotsearch.details import RecordingSource
-from scotsearch.details import mask_pair_details
-from scotsearch.details import pair_details
-from scotsearch.details import split_statistics
 from scotsearch.errors import ConfigError
-from scotsearch.evaluate import Evaluator
 from scotsearch.layers import format_layers
 from scotsearch.layers import layer_names
 from scotsearch.layers import parse_layers
 from scotsearch.presets import published_layers
-from scotsearch.report import format_mask_summary
-from scotsearch.report import format_summary
-from scotsearch.report import summarize
-from scotsearch.report import summarize_masks
-from scotsearch.study import environment
+
+
+# torch and pandas (~1.5 s) are imported where the evaluation begins: `--help` needs neither.
+if TYPE_CHECKING:
+    import numpy as np
 
 
 HELP = ("PCK of a layer subset and matching setting on a dataset split (Caltech-101: "
@@ -60,6 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _apply_config(args: argparse.Namespace) -> RunConfig:
+    import pandas as pd
+
     path = args.config
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -96,6 +90,19 @@ def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from scotsearch.commands._evaluate_tss import check_tss_args
+    from scotsearch.commands._evaluate_tss import run_tss
+    from scotsearch.details import RecordingSource
+    from scotsearch.details import mask_pair_details
+    from scotsearch.details import pair_details
+    from scotsearch.details import split_statistics
+    from scotsearch.evaluate import Evaluator
+    from scotsearch.report import format_mask_summary
+    from scotsearch.report import format_summary
+    from scotsearch.report import summarize
+    from scotsearch.report import summarize_masks
+    from scotsearch.study import environment
+
     if args.output is not None:
         # Now, not after the evaluation: a result that cannot be written is a result lost.
         check_destination(args.output)

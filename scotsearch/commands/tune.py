@@ -16,24 +16,24 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 
 from scotsearch.commands import common
 from scotsearch.commands._workers import add_worker_args
 from scotsearch.commands._workers import check_worker_args
-from scotsearch.data.pairs import Dataset
 from scotsearch.errors import ConfigError
-from scotsearch.evaluate import Evaluator
 from scotsearch.layers import format_layers
 from scotsearch.layers import parse_layers
 from scotsearch.presets import published_layers
-from scotsearch.search.space_file import load_space
-from scotsearch.search.tune import layers_from_beam
-from scotsearch.search.tune import run_tune
 from scotsearch.study import describe_storage
 from scotsearch.study import open_shared_storage
 
+
+# torch (~1.3 s) is imported where the study begins: `--help` does not need it.
+if TYPE_CHECKING:
+    from scotsearch.data.pairs import Dataset
 
 HELP = "tune the staircase, eps, Sinkhorn iterations, exp2 and CAM use with Optuna (resumable)"
 log = logging.getLogger(__name__)
@@ -84,6 +84,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from scotsearch.evaluate import Evaluator
+    from scotsearch.search.space_file import load_space
+    from scotsearch.search.tune import layers_from_beam
+    from scotsearch.search.tune import run_tune
+
     common.refuse_unsearchable(args, "tune")
     if args.trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {args.trials}")

@@ -43,6 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 
+from scotsearch.errors import ConfigError
 from scotsearch.layers import format_layers
 
 
@@ -125,6 +126,17 @@ def as_subset(value: str | Iterable[int]) -> Subset:
     else:
         items = [int(i) for i in value]
     return tuple(sorted(set(items)))
+
+
+def check_beam_counts(*, beam: int, max_layers: int, chunk: int) -> None:
+    """Refuse a beam width, depth count or chunk size below 1.
+
+    Raises:
+        ConfigError: naming the flag (``--beam``, ``--max-layers``, ``--chunk``) and value.
+    """
+    for name, value in (("--beam", beam), ("--max-layers", max_layers), ("--chunk", chunk)):
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
 
 
 def initial_candidates(*, n_layers: int, beam: int, reference: bool) -> list[Subset]:

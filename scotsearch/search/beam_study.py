@@ -39,6 +39,7 @@ from scotsearch.search.beam import DepthResult
 from scotsearch.search.beam import NothingScoredError
 from scotsearch.search.beam import Subset
 from scotsearch.search.beam import beam_search
+from scotsearch.search.beam import check_beam_counts
 from scotsearch.search.beam import expand
 from scotsearch.study import BeamLease
 from scotsearch.study import BeamTeam
@@ -85,17 +86,6 @@ class BeamOutcome:
     def best_pck(self) -> float:
         """The validation PCK x 100 of the search's best candidate."""
         return self.result.best.score
-
-
-def check_beam_counts(*, beam: int, max_layers: int, chunk: int) -> None:
-    """Refuse a beam width, depth count or chunk size below 1.
-
-    Raises:
-        ConfigError: naming the flag (``--beam``, ``--max-layers``, ``--chunk``) and value.
-    """
-    for name, value in (("--beam", beam), ("--max-layers", max_layers), ("--chunk", chunk)):
-        if value < 1:
-            raise ConfigError(f"{name} must be >= 1, got {value}")
 
 
 def beam_identity(
@@ -209,6 +199,7 @@ def run_beam(
     progress: bool = False,
     race: float | None = None,
     race_block: int = 64,
+    team_size: int | None = None,
 ) -> BeamOutcome:
     """Run (or resume) a beam search and store every scored candidate in a study.
 
@@ -228,6 +219,9 @@ def run_beam(
             on every pair. A depth's candidates are then scored together, block by block,
             and stored when the depth ends.
         race_block: pairs per racing block.
+        team_size: workers started together on this study, this process included, for the
+            first depth to be split between all of them (``None``: the launcher's
+            environment variable, :data:`scotsearch.study.TEAM_SIZE_ENV`, else 1).
 
     Returns:
         The search result with layer ids, and the study.
@@ -279,7 +273,7 @@ def run_beam(
     store = _Store(stud, scorer, bar, ids=ids, n_layers=n_all, match=evaluator.match.to_dict())
     # Without racing any number of processes search the study together (a team); racing
     # needs a depth's candidates in one process, so it keeps one process per study.
-    team = None if race is not None else BeamTeam(st, study)
+    team = None if race is not None else BeamTeam(st, study, expected=team_size)
     team_scorer = None if team is None else TeamScorer(
         scorer, team, study=stud, store=store, ids=ids, chunk=chunk, progress=bar)
     prev_beam: list[Subset] = []

@@ -122,6 +122,13 @@ def unit_state(claim: Any, *, epoch: str, live: Mapping[str, Any], me: str) -> s
     return "taken" if token in live else "free"
 
 
+def _env_team_size() -> int:
+    try:
+        return int(os.environ.get(TEAM_SIZE_ENV, "1"))
+    except ValueError:
+        return 1
+
+
 class BeamTeam:
     """This process's membership in a study's team of beam workers.
 
@@ -132,9 +139,12 @@ class BeamTeam:
     Args:
         storage: the study's storage.
         study_name: the study.
+        expected: workers launched together with this one (this one included), waited for
+            before the first depth is split; ``None``: :data:`TEAM_SIZE_ENV`, else 1.
     """
 
-    def __init__(self, storage: BaseStorage, study_name: str) -> None:
+    def __init__(self, storage: BaseStorage, study_name: str, *,
+                 expected: int | None = None) -> None:
         self._storage = storage
         self._study_id = storage.get_study_id_from_name(study_name)
         self.token = uuid.uuid4().hex[:16]
@@ -149,11 +159,8 @@ class BeamTeam:
         self._thread: threading.Thread | None = None
         # An in-memory storage belongs to this process alone: nobody to wait for.
         self._alone = isinstance(storage, InMemoryStorage)
-        try:
-            #: workers launched together with this one (this one included), at least 1
-            self.expected = max(1, int(os.environ.get(TEAM_SIZE_ENV, "1")))
-        except ValueError:
-            self.expected = 1
+        #: workers launched together with this one (this one included), at least 1
+        self.expected = max(1, expected if expected is not None else _env_team_size())
 
     # -- storage ------------------------------------------------------------------------
     def attrs(self) -> dict[str, Any]:
