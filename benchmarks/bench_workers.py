@@ -13,10 +13,10 @@ throughput over the single run's is what two processes reach here when neither s
 work with the other; on a VM whose cores share memory bandwidth it is well below 2.
 
 Each round also times a search of two candidates (layers 14-15, one depth) with one process
-and with ``--workers 2``: the difference is what launching the team costs (the workers'
-process start and imports, their registration, the parent's reading of the result and the
-workers' exit), a fixed cost per run that a long search does not notice. The speed-up
-without it is printed beside the end-to-end one.
+and with ``--workers 2``: the difference is what launching the team costs (the second worker's
+process start and imports where they do not overlap the first's, the team's registration and
+the splits' waits, the end of the second process), a fixed cost per run that a long search
+does not notice. The speed-up without it is printed beside the end-to-end one.
 
 The three runs are repeated ``--rounds`` times, alternating, because this kind of machine's
 timings drift by tens of percent between runs minutes apart; each round's ratios are printed

@@ -95,11 +95,15 @@ def test_a_bad_input_with_workers_is_one_line_and_ends_the_workers(tmp_path: Pat
     assert not list(Path(tempfile.gettempdir()).glob(f"scotsearch-gate-*{os.getpid()}*"))
 
 
-def _children() -> list[int]:
-    # this process's live (not zombie) loky worker processes, from /proc (loky's resource
-    # trackers, also children, live as long as this process)
+def _children(parent: int | None = None) -> list[int]:
+    # the live (not zombie) loky worker processes of this process (or of ``parent``), from
+    # /proc (loky's resource trackers, also children, live as long as their parent)
     out = []
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+    try:
+        tasks = list(Path(f"/proc/{parent or os.getpid()}/task").iterdir())
+    except OSError:
+        return out  # the parent is gone
+    for task in tasks:
         try:
             pids = (task / "children").read_text().split()
         except OSError:
@@ -161,3 +165,67 @@ def test_the_command_line_is_read_without_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_ctrl_c_stops_every_worker_and_the_study_resumes(tmp_path: Path) -> None:
+    # Ctrl-C in a terminal reaches the whole process group: the parent (worker 0) and the
+    # loky worker it started. Both must end, the parent with one line and status 130, and
+    # the same command must then finish the study with the single process's scores.
+    import signal
+    import subprocess
+    import sys
+
+    from optuna.trial import TrialState
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    common = ["beam", "--layers", "0-15", "--beam", "2", "--max-layers", "3", "--chunk", "2",
+              "--backbone", "resnet50", "--weights", "random", "--image-side", "96",
+              "--storage", url, "--max-pairs", "6", "--cache-dir", str(tmp_path / "cache")]
+    assert cli.main(["-q", *common, "--study", "one"]) == 0  # also fills the cache
+    cmd = [sys.executable, "-m", "scotsearch", "-q", *common, "--study", "two", "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        kids: set[int] = set()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            kids |= set(_children(proc.pid))
+            if kids and _stored(url, "two") >= 2:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None and kids, "the search ended before it could be interrupted"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "scotsearch: interrupted" in err
+    deadline = time.monotonic() + 10
+    while any(_running(k) for k in kids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_running(k) for k in kids)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "searched by 2 workers" in done.stdout
+
+    def trials(name: str) -> dict[str, float]:
+        study = optuna.load_study(study_name=name, storage=url)
+        return {t.user_attrs["layers"]: t.value for t in study.trials
+                if t.state == TrialState.COMPLETE}
+
+    assert trials("two") == trials("one")
+
+
+def _stored(url: str, name: str) -> int:
+    try:
+        return len(optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False))
+    except Exception:  # noqa: BLE001 - the database or the study is not created yet
+        return 0
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

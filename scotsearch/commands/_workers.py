@@ -10,6 +10,9 @@ started by hand (``beam``: a team, :mod:`scotsearch.search._beam_team`; ``tune``
 trials). The parent shows one progress bar from the study and stops every worker on Ctrl-C,
 leaving the study resumable (a killed worker's claimed unit or running trial is taken over by
 the next run).
+
+``beam`` on one machine does not wait idle: its own process is worker 0 of the team, and the
+others start before it reads its data (:class:`TeamHelpers`).
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ from scotsearch.errors import first_line
 def add_worker_args(g: argparse._ArgumentGroup, *, what: str) -> None:
     """``--workers``, ``--devices`` and ``--dask-scheduler`` (``what``: what they share)."""
     g.add_argument("--workers", type=int, default=1,
-                   help=f"run {what} in N worker processes on this machine (joblib), each "
-                        "with 1/N of the CPU threads; the study storage coordinates them "
-                        "(default 1: this process). With --dask-scheduler: N tasks on the "
+                   help=f"run {what} in N worker processes on this machine (joblib; beam: "
+                        "this process and N-1 others), each with 1/N of the CPU threads; the "
+                        "study storage coordinates them (default 1: this process alone). "
+                        "With --dask-scheduler: N tasks on the "
                         "cluster (default: one per Dask worker). beam's workers split each "
                         "depth's pairs, so each forms the layer terms of its own pairs only; "
                         "on one CPU they share its memory bandwidth, so N workers give less "

@@ -52,8 +52,11 @@ from scotsearch.study import BeamTeam
 
 log = logging.getLogger(__name__)
 
-#: Seconds between two looks at the other workers' units while waiting for them.
-POLL_S = 0.5
+#: Seconds between two looks at the other workers' units while waiting for them. Each depth
+#: ends with two such waits (for the other blocks, then for the candidates the others
+#: assemble), half a poll each on average; a look reads the study's attrs once (a few kB
+#: per candidate of the depth).
+POLL_S = 0.2
 
 
 def unit_key(depth: int, key: str) -> str:
