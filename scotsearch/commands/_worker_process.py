@@ -124,7 +124,8 @@ class Gate:
         Path(self.path, "go").touch()
 
     def close(self) -> None:
-        Path(self.path, "stop").touch()
+        with contextlib.suppress(FileNotFoundError):  # removed already: nobody waits
+            Path(self.path, "stop").touch()
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

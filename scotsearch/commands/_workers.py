@@ -230,6 +230,9 @@ class TeamHelpers:
     """
 
     def __init__(self, argv: Sequence[str], n: int, devices: Sequence[str]) -> None:
+        # joblib's own loky executor, not Parallel: Parallel(n_jobs=1) (--workers 2 leaves
+        # one other worker) would run the job in this very process, and Parallel blocks
+        # until every job ends where this process has its own share to score meanwhile.
         from joblib.externals.loky import ProcessPoolExecutor
 
         self.n = n
