@@ -229,3 +229,23 @@ def _running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_a_failed_team_worker_fails_the_command_with_its_status(tmp_path: Path,
+                                                                   capfd) -> None:
+    # The other worker is given a command line it refuses (this process would have refused
+    # it first; here the worker is started directly): its own error line goes to standard
+    # error, and waiting for it reports its status.
+    import pytest
+
+    from scotsearch.commands import _workers
+    from scotsearch.errors import ScotsearchError
+
+    argv = ["beam", "--beam", "0", "--storage", f"sqlite:///{tmp_path}/s.db"]
+    helpers = _workers.TeamHelpers(argv, 2, [])
+    helpers.go()
+    with pytest.raises(ScotsearchError, match=r"1 of the 1 other worker processes failed "
+                                              r"\(exit status 2\)"):
+        helpers.wait()
+    assert not Path(helpers.gate.path).exists()
+    assert "--beam must be >= 1, got 0" in capfd.readouterr().err

@@ -275,8 +275,8 @@ class TeamHelpers:
             self._end()
         bad = [c for c in codes if c != 0]
         if bad:
-            raise ScotsearchError(f"{len(bad)} of {self.n - 1} worker processes failed (exit "
-                                  f"status {bad[0]}); their errors are above")
+            raise ScotsearchError(f"{len(bad)} of the {self.n - 1} other worker processes failed "
+                                  f"(exit status {bad[0]}); their errors are above")
 
     def stop(self) -> None:
         """End the workers now (their claimed units are taken over by the next run)."""
