@@ -76,14 +76,18 @@ def thread_share(threads: int) -> Iterator[None]:
     import numba  # before the cut, so that its pool keeps its default size for after
     import torch
 
+    env = os.environ.get("NUMBA_NUM_THREADS")
     before = (torch.get_num_threads(), numba.get_num_threads())  # type: ignore[attr-defined]
-    torch.set_num_threads(max(1, threads))
-    numba.set_num_threads(min(max(1, threads), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
+    _share_threads(threads)
     try:
         yield
     finally:
         torch.set_num_threads(before[0])
         numba.set_num_threads(before[1])  # type: ignore[attr-defined]
+        if env is None:
+            os.environ.pop("NUMBA_NUM_THREADS", None)
+        else:
+            os.environ["NUMBA_NUM_THREADS"] = env
 
 
 def _prepare(argv: list[str]) -> None:

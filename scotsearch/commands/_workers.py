@@ -236,6 +236,8 @@ class TeamHelpers:
         from joblib.externals.loky import ProcessPoolExecutor
 
         self.n = n
+        #: worker 0's (this process's) device of ``devices``, or ``None``
+        self.device = _pin(devices, 0)
         #: each worker's share of the CPU threads (this process's too)
         self.threads = max(1, (os.cpu_count() or 1) // n)
         self.gate = Gate()
@@ -292,13 +294,20 @@ class TeamHelpers:
 
 def start_helpers(args: argparse.Namespace) -> TeamHelpers:
     """:class:`TeamHelpers` for this command (``args.workers`` in all)."""
-    devices = [d.strip() for d in args.devices.split(",")] if args.devices else []
-    argv = list(getattr(args, "_argv", None) or sys.argv[1:])
-    return TeamHelpers(argv, args.workers, devices)
+    return TeamHelpers(_command_line(args), args.workers, _devices(args))
 
 
 def _pin(devices: Sequence[str], k: int) -> str | None:
     return devices[k % len(devices)] if devices else None
+
+
+def _devices(args: argparse.Namespace) -> list[str]:
+    return [d.strip() for d in args.devices.split(",")] if args.devices else []
+
+
+def _command_line(args: argparse.Namespace) -> list[str]:
+    # as the user gave it (cli.main keeps it), --workers and all
+    return list(getattr(args, "_argv", None) or sys.argv[1:])
 
 
 def launch_workers(args: argparse.Namespace, dataset: Any, source: Any, *,
@@ -313,9 +322,8 @@ def launch_workers(args: argparse.Namespace, dataset: Any, source: Any, *,
     if isinstance(source, CachedSource):
         # Once, before the workers: they would otherwise all extract the same images.
         build_cache(dataset, source, progress=not args.quiet)
-    devices = [d.strip() for d in args.devices.split(",")] if args.devices else []
-    argv = [*(getattr(args, "_argv", None) or sys.argv[1:]), *extra_argv]
-    return run_workers(argv, args.workers, devices, scheduler=args.dask_scheduler,
+    argv = [*_command_line(args), *extra_argv]
+    return run_workers(argv, args.workers, _devices(args), scheduler=args.dask_scheduler,
                        progress=progress, total=total, show=not args.quiet, unit=unit)
 
 

@@ -149,8 +149,8 @@ def run(args: argparse.Namespace) -> int:
         from scotsearch.commands._workers import start_helpers
 
         helpers = start_helpers(args)
-        if args.devices:
-            args.device = args.devices.split(",")[0].strip()
+        if helpers.device is not None:
+            args.device = helpers.device
     try:
         done = _search(args, reference=reference, layer_ids=layer_ids, alphas=alphas,
                        dask=many and helpers is None, helpers=helpers)
